@@ -1,0 +1,1 @@
+"""Prefect flows: AOI inference, training per method and data set, evaluation, deployments."""

@@ -1,0 +1,141 @@
+"""The ``footprints`` command line.
+
+Each subcommand is a thin wrapper over functions in geo/ (and, later, the Prefect flows): it parses
+arguments, calls them, and prints results for people (tables) or programs (``--json``). Errors the
+project raises on purpose are printed as one line naming the file or object and the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from footprints import __version__
+from footprints.geo.errors import FootprintsError
+from footprints.geo.scoring import ScoreReport, read_polygon_table, score
+from footprints.geo.stores import S3Options, open_store
+
+log = logging.getLogger("footprints")
+
+
+def _add_s3_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("S3")
+    group.add_argument("--endpoint-url", help="S3-compatible endpoint (MinIO, moto, ...)")
+    group.add_argument("--region", help="bucket region")
+    group.add_argument("--profile", help="AWS profile name")
+    group.add_argument("--unsigned", action="store_true", help="anonymous requests (public buckets)")
+
+
+def _s3_options(args: argparse.Namespace) -> S3Options:
+    return S3Options(args.endpoint_url, args.region, args.profile, args.unsigned)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic SpaceNet-2 AOI."""
+    from footprints.geo.synth import write_scene
+
+    store = open_store(args.out, _s3_options(args))
+    started = time.perf_counter()
+    summary = write_scene(store.write_bytes, args.tiles, args.seed, progress=not args.quiet)
+    print(
+        f"wrote {summary.tiles} tiles ({summary.grid[0]} x {summary.grid[1]}) with "
+        f"{summary.buildings} buildings of {summary.aoi} to {store.uri} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score proposals against truth with the SpaceNet building F1."""
+
+    report = score(
+        read_polygon_table(args.truth),
+        read_polygon_table(args.proposals),
+        iou_threshold=args.iou,
+        min_area=args.min_area,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+def print_report(report: ScoreReport) -> None:
+    """Per-AOI and overall scores as a table."""
+    table = report.per_aoi.copy()
+    table.loc["overall"] = pd.Series(report.overall)
+    table[["tp", "fp", "fn"]] = table[["tp", "fp", "fn"]].astype(int)
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
+        print(table.rename_axis("AOI").to_string())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Make a synthetic AOI, run the brightness-threshold baseline over it and score it."""
+    from footprints.geo.demo import run_demo
+
+    report = run_demo(Path(args.out), tiles=args.tiles, seed=args.seed, progress=not args.quiet)
+    print_report(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="footprints", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"footprints {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write a synthetic SpaceNet-2 AOI")
+    synth.add_argument("--out", required=True, help="folder or s3://bucket/prefix")
+    synth.add_argument("--tiles", type=int, default=4, help="number of 650 x 650 tiles")
+    synth.add_argument("--seed", type=int, default=0)
+    _add_s3_options(synth)
+    synth.set_defaults(run=cmd_synth)
+
+    score = commands.add_parser("score", help="SpaceNet building F1 of proposals against truth")
+    score.add_argument("--truth", required=True, help="SpaceNet CSV, GeoJSON or GeoPackage")
+    score.add_argument("--proposals", required=True, help="SpaceNet CSV, GeoJSON or GeoPackage")
+    score.add_argument("--iou", type=float, default=0.5, help="IoU a match needs (default 0.5)")
+    score.add_argument(
+        "--min-area",
+        type=float,
+        default=20.0,
+        help="ignore polygons smaller than this, in the files' units: px^2 for CSVs, m^2 for "
+        "map coordinates (default 20, SpaceNet-2's pixel minimum)",
+    )
+    score.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    score.set_defaults(run=cmd_score)
+
+    demo = commands.add_parser("demo", help="synthetic AOI + threshold baseline + score")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--tiles", type=int, default=4)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``footprints`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except FootprintsError as error:
+        print(f"footprints: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

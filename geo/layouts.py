@@ -1,0 +1,233 @@
+"""Finding tiles and their labels in the folder layouts that SpaceNet and others use.
+
+Three layouts are recognised from the keys in a store:
+
+- SpaceNet-2: ``AOI_*_Train/RGB-PanSharpen/RGB-PanSharpen_AOI_*_img{N}.tif`` with
+  ``AOI_*_Train/geojson/buildings/buildings_AOI_*_img{N}.geojson`` and
+  ``AOI_*_Train/summaryData/*_Building_Solutions.csv``; other products (MUL, PAN, ...) by name.
+- SpaceNet-1: ``3band/3band_{id}.tif`` (or ``8band/``), ``vectorData/geoJson/{id}_Geo.geojson`` and
+  ``vectorData/summaryData/*.csv``.
+- Plain: any folder of GeoTIFFs, each with labels of the same stem (``X.tif`` + ``X.geojson``,
+  optionally ``X_PIX.geojson`` in pixel coordinates), or one label file that covers them all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from .errors import InputError
+from .labels import read_label_file, read_summary_csv, to_pixels
+from .raster import RasterInfo, raster_info
+from .stores import ObjectInfo, TileStore
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+LABEL_SUFFIXES = (".geojson", ".json", ".gpkg")
+SIDECAR_SUFFIXES = (".aux.xml", ".tfw", ".wld")
+
+_SN2_IMAGE = re.compile(
+    r"(?:^|/)(?P<dir>AOI_\d+_[A-Za-z]+_\w+?)/(?P<product>[\w-]+)/(?P=product)_(?P<image_id>AOI_\d+_[A-Za-z]+_img\d+)\.tif$"
+)
+_SN1_IMAGE = re.compile(r"(?:^|/)(?P<product>\d+band)/(?P=product)_(?P<image_id>\w+_img\d+)\.tif$")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One image tile and where its labels are.
+
+    Attributes:
+        image_id: The SpaceNet ImageId (``AOI_2_Vegas_img12``) or, in a plain folder, the file stem.
+        aoi: The AOI the tile belongs to, for per-AOI scores.
+        image_key: The image's key in the store.
+        label_key: Per-tile labels in map coordinates, if any.
+        pixel_label_key: Per-tile labels in pixel coordinates (``X_PIX.geojson``), if any.
+        sidecars: Keys of georeferencing sidecars that must travel with the image.
+    """
+
+    image_id: str
+    aoi: str
+    image_key: str
+    label_key: str | None = None
+    pixel_label_key: str | None = None
+    sidecars: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TileSet:
+    """The tiles of one store in one layout, with the label files that go with them."""
+
+    store: TileStore
+    layout: str
+    tiles: tuple[Tile, ...]
+    summary_keys: tuple[str, ...] = ()
+    shared_label_key: str | None = None
+    _info_cache: dict[str, RasterInfo] = field(default_factory=dict, compare=False, repr=False)
+
+    def image_path(self, tile: Tile) -> Path:
+        """A local path of the tile's image, sidecars beside it."""
+        return self.store.local_path(tile.image_key, tile.sidecars)
+
+    def info(self, tile: Tile) -> RasterInfo:
+        """The tile's raster header (read once)."""
+        if tile.image_key not in self._info_cache:
+            self._info_cache[tile.image_key] = raster_info(
+                self.image_path(tile), self.store.describe(tile.image_key)
+            )
+        return self._info_cache[tile.image_key]
+
+    @cached_property
+    def _shared_labels(self) -> gpd.GeoDataFrame:
+        assert self.shared_label_key is not None
+        key = self.shared_label_key
+        return read_label_file(self.store.local_path(key), self.store.describe(key))
+
+    def pixel_labels(self, tile: Tile) -> np.ndarray:
+        """The tile's building polygons in its pixel coordinates, clipped to the tile.
+
+        Per-tile labels come from the tile's label file; otherwise the shared label file is
+        queried with the tile's footprint. A tile without labels gets an empty array.
+        """
+        info = self.info(tile)
+        if tile.label_key is not None:
+            key = tile.label_key
+            frame = read_label_file(self.store.local_path(key), self.store.describe(key))
+        elif self.shared_label_key is not None:
+            frame = self._shared_labels
+            footprint = gpd.GeoSeries([shapely.box(*info.bounds)], crs=info.crs).to_crs(frame.crs)
+            frame = frame.iloc[frame.sindex.query(footprint.iloc[0], predicate="intersects")]
+        else:
+            return np.empty(0, dtype=object)
+        pixels = to_pixels(frame.geometry, info.transform, info.crs)
+        clipped = shapely.intersection(pixels, shapely.box(0, 0, info.width, info.height))
+        return clipped[shapely.area(clipped) > 0]
+
+    def summary_labels(self) -> gpd.GeoDataFrame:
+        """All summary CSVs as one table of pixel polygons (see labels.read_summary_csv)."""
+        if not self.summary_keys:
+            raise InputError(self.store.uri, "this tile set has no summary CSV")
+        frames = [
+            read_summary_csv(self.store.local_path(k), self.store.describe(k)) for k in self.summary_keys
+        ]
+        return gpd.GeoDataFrame(gpd.pd.concat(frames, ignore_index=True), geometry="geometry")
+
+
+def find_tiles(
+    store: TileStore, prefix: str = "", *, product: str | None = None, labels: str | None = None
+) -> TileSet:
+    """Recognise the layout under ``prefix`` and list its tiles.
+
+    Args:
+        store: Where the tiles are.
+        prefix: Only keys below this prefix are considered.
+        product: Which imagery to use where a layout has several: ``RGB-PanSharpen`` (SpaceNet-2's
+            default), ``MUL``, ``PAN``, ... or ``3band`` (SpaceNet-1's default) / ``8band``.
+        labels: Key of one label file covering every tile, overriding per-tile labels.
+
+    Returns:
+        The tiles, sorted by key.
+
+    Raises:
+        InputError: No image tile was found.
+    """
+    objects = store.list(prefix)
+    keys = {o.key for o in objects}
+    for finder in (_find_spacenet2, _find_spacenet1, _find_plain):
+        tile_set = finder(store, objects, keys, product)
+        if tile_set is not None and tile_set.tiles:
+            break
+    else:
+        where = store.describe(prefix) if prefix else store.uri
+        raise InputError(where, "no image tiles (.tif) found")
+    if labels is not None:
+        tiles = tuple(Tile(t.image_id, t.aoi, t.image_key, sidecars=t.sidecars) for t in tile_set.tiles)
+        return TileSet(store, tile_set.layout, tiles, tile_set.summary_keys, labels)
+    return tile_set
+
+
+def _sidecars(image_key: str, keys: set[str]) -> tuple[str, ...]:
+    stem = image_key.rsplit(".", 1)[0]
+    candidates = [image_key + ".aux.xml", stem + ".tfw", stem + ".wld"]
+    return tuple(k for k in candidates if k in keys)
+
+
+def _find_spacenet2(
+    store: TileStore, objects: list[ObjectInfo], keys: set[str], product: str | None
+) -> TileSet | None:
+    product = product or "RGB-PanSharpen"
+    tiles = []
+    for info in objects:
+        match = _SN2_IMAGE.search(info.key)
+        if not match or match["product"] != product:
+            continue
+        image_id = match["image_id"]
+        root = info.key[: match.start("product")]
+        label = f"{root}geojson/buildings/buildings_{image_id}.geojson"
+        tiles.append(
+            Tile(
+                image_id,
+                image_id.rsplit("_", 1)[0],
+                info.key,
+                label if label in keys else None,
+                sidecars=_sidecars(info.key, keys),
+            )
+        )
+    summaries = tuple(k for k in sorted(keys) if "/summaryData/" in k and k.endswith(".csv"))
+    return TileSet(store, "spacenet2", tuple(tiles), summaries) if tiles else None
+
+
+def _find_spacenet1(
+    store: TileStore, objects: list[ObjectInfo], keys: set[str], product: str | None
+) -> TileSet | None:
+    product = product or "3band"
+    tiles = []
+    for info in objects:
+        match = _SN1_IMAGE.search(info.key)
+        if not match or match["product"] != product:
+            continue
+        image_id = match["image_id"]
+        root = info.key[: match.start("product")]
+        label = f"{root}vectorData/geoJson/{image_id}_Geo.geojson"
+        tiles.append(
+            Tile(
+                image_id,
+                image_id.rsplit("_", 1)[0],
+                info.key,
+                label if label in keys else None,
+                sidecars=_sidecars(info.key, keys),
+            )
+        )
+    summaries = tuple(
+        k
+        for k in sorted(keys)
+        if "/summaryData/" in k and k.endswith(".csv") and product.lower() in k.lower()
+    )
+    return TileSet(store, "spacenet1", tuple(tiles), summaries) if tiles else None
+
+
+def _find_plain(
+    store: TileStore, objects: list[ObjectInfo], keys: set[str], product: str | None
+) -> TileSet | None:
+    images = [o.key for o in objects if o.key.lower().endswith(RASTER_SUFFIXES)]
+    stems = {k.rsplit(".", 1)[0] for k in images}
+    label_files = [k for k in sorted(keys) if k.lower().endswith(LABEL_SUFFIXES)]
+    tiles = []
+    for key in images:
+        stem = key.rsplit(".", 1)[0]
+        label = next((stem + s for s in LABEL_SUFFIXES if stem + s in keys), None)
+        pixel_label = stem + "_PIX.geojson" if stem + "_PIX.geojson" in keys else None
+        path = PurePosixPath(key)
+        aoi = path.parent.name or PurePosixPath(store.uri).name
+        tiles.append(Tile(path.stem, aoi, key, label, pixel_label, _sidecars(key, keys)))
+    # One label file that belongs to no image covers the whole folder (an AOI-wide OSM extract).
+    unclaimed = [
+        k for k in label_files if k.rsplit(".", 1)[0] not in stems and not k.endswith("_PIX.geojson")
+    ]
+    shared = unclaimed[0] if len(unclaimed) == 1 and all(t.label_key is None for t in tiles) else None
+    summaries = tuple(k for k in sorted(keys) if k.lower().endswith(".csv"))
+    return TileSet(store, "plain", tuple(tiles), summaries, shared) if tiles else None

@@ -1,0 +1,130 @@
+"""Reading image tiles: metadata checks, window reads and normalisation to model input.
+
+Every failure is raised as an InputError that names the tile, so that one bad tile can be reported
+and skipped without a traceback from deep inside GDAL as the only message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from .errors import InputError, first_line
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about a tile before reading its pixels."""
+
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS
+    transform: Affine
+    nodata: float | None
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the tile's CRS."""
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
+        return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def raster_info(path: str | Path, name: str | None = None) -> RasterInfo:
+    """Open a tile's header and check that it is georeferenced.
+
+    Args:
+        path: A local file (sidecar ``.aux.xml`` georeferencing beside it is honoured).
+        name: How to name the tile in errors (its store address); defaults to the path.
+
+    Returns:
+        The tile's size, band count, dtype, CRS, geotransform and nodata value.
+
+    Raises:
+        InputError: The file is not a readable raster, or has no CRS or geotransform.
+    """
+    name = name or str(path)
+    try:
+        with rasterio.open(path) as src:
+            info = RasterInfo(
+                src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform, src.nodata
+            )
+    except RasterioError as error:
+        raise InputError(name, f"not a readable raster ({first_line(error)})") from error
+    if info.crs is None:
+        raise InputError(name, "the raster has no CRS, so its pixels cannot be placed on the map")
+    if info.transform == Affine.identity():
+        raise InputError(name, "the raster has no geotransform, so its pixels cannot be placed on the map")
+    return info
+
+
+def read_window(
+    path: str | Path,
+    window: Window | None = None,
+    *,
+    bands: list[int] | None = None,
+    name: str | None = None,
+    boundless: bool = False,
+) -> np.ndarray:
+    """Read a window of a tile as a (bands, rows, cols) array in the file's dtype.
+
+    Args:
+        path: A local file.
+        window: The pixel window to read; None reads the whole tile.
+        bands: 1-based band indexes; None reads all bands.
+        name: How to name the tile in errors.
+        boundless: Allow a window that extends past the tile, filled with zeros there.
+
+    Returns:
+        The pixels.
+
+    Raises:
+        InputError: The file cannot be read, e.g. because it is truncated.
+    """
+    name = name or str(path)
+    try:
+        with rasterio.open(path) as src:
+            return src.read(bands, window=window, boundless=boundless, fill_value=0)
+    except RasterioError as error:
+        raise InputError(name, f"cannot read pixels, truncated or corrupt? ({first_line(error)})") from error
+
+
+def normalise(
+    image: np.ndarray,
+    valid: np.ndarray | None = None,
+    low_percentile: float = 2.0,
+    high_percentile: float = 98.0,
+) -> np.ndarray:
+    """Stretch each band to [0, 1] between two percentiles of its valid pixels.
+
+    Percentiles instead of the dtype's range make uint8 and 11-bit uint16 sensors look alike to a
+    model, and ignore a few saturated pixels.
+
+    Args:
+        image: (bands, rows, cols) array of any numeric dtype.
+        valid: Optional (rows, cols) boolean mask of pixels that count (not nodata).
+        low_percentile: Percentile mapped to 0.
+        high_percentile: Percentile mapped to 1.
+
+    Returns:
+        float32 array of the same shape, clipped to [0, 1]; invalid pixels are 0.
+    """
+    pixels = image.reshape(image.shape[0], -1).astype(np.float32)
+    pixels_valid = pixels[:, valid.reshape(-1)] if valid is not None else pixels
+    if pixels_valid.shape[1] == 0:
+        return np.zeros(image.shape, np.float32)
+    low, high = np.percentile(pixels_valid, [low_percentile, high_percentile], axis=1).astype(np.float32)
+    scale = np.where(high > low, high - low, 1.0)
+    out = np.clip((pixels - low[:, None]) / scale[:, None], 0.0, 1.0).reshape(image.shape)
+    if valid is not None:
+        out[:, ~valid] = 0.0
+    return out

@@ -46,7 +46,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     summary = write_scene(store.write_bytes, args.tiles, args.seed, progress=not args.quiet)
     print(
         f"wrote {summary.tiles} tiles ({summary.grid[0]} x {summary.grid[1]}) with "
-        f"{summary.buildings} buildings of {summary.aoi} to {store.uri} "
+        f"{summary.buildings} buildings of {summary.aoi_name} to {store.uri} "
         f"in {time.perf_counter() - started:.1f} s"
     )
     return 0
@@ -86,6 +86,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a method with the Prefect training flow."""
+    from footprints.flows.training import train_flow
+
+    model_config = {"width": args.width} if args.width else {}
+    summary = train_flow(
+        args.method,
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch_size,
+        chip=args.chip,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        resume=args.resume,
+        model_config=model_config,
+        s3=_s3_options(args),
+        progress=not args.quiet,
+    )
+    best = max(summary["history"], key=lambda h: h["val_f1"])
+    print(f"best validation F1 {best['val_f1']:.4f} at epoch {best['epoch']}; model saved to {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run a model over labelled tiles and print the SpaceNet F1."""
+    from footprints.models.registry import load_segmenter
+    from footprints.tasks.evaluation import eval_tiles, evaluate
+    from footprints.tasks.tiles import TileRef, open_sources
+
+    segmenter = load_segmenter(args.model)
+    s3 = _s3_options(args)
+    refs = [TileRef(src, t.image_key) for src, ts in open_sources(args.data, s3).items() for t in ts.tiles]
+    report = evaluate(segmenter, eval_tiles(refs, s3), progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="footprints", description=__doc__.splitlines()[0])
@@ -114,6 +157,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
     score.set_defaults(run=cmd_score)
+
+    train = commands.add_parser("train", help="train a method (Prefect flow)")
+    train.add_argument("method", choices=["vec2instance"])
+    train.add_argument(
+        "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
+    )
+    train.add_argument("--out", required=True, help="path of the best checkpoint (.pt)")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--chip", type=int, default=256, help="training chip side, a multiple of 32")
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--val-fraction", type=float, default=0.2, help="share of tiles held out")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--width", type=int, help="backbone width (model size)")
+    train.add_argument("--resume", action="store_true", help="continue from the last epoch's state")
+    _add_s3_options(train)
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="SpaceNet F1 of a model on labelled tiles")
+    evaluate.add_argument("--model", required=True, help="checkpoint (.pt)")
+    evaluate.add_argument(
+        "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_s3_options(evaluate)
+    evaluate.set_defaults(run=cmd_eval)
 
     demo = commands.add_parser("demo", help="synthetic AOI + threshold baseline + score")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

@@ -128,3 +128,14 @@ def normalise(
     if valid is not None:
         out[:, ~valid] = 0.0
     return out
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Three bands for the models: a single band is repeated, extra bands are dropped.
+
+    SpaceNet RGB products are already R, G, B; an 8-band multispectral tile should be read through
+    its RGB product instead, as its first three bands are coastal, blue and green.
+    """
+    if image.shape[0] >= 3:
+        return image[:3]
+    return np.repeat(image[:1], 3, axis=0)

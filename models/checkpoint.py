@@ -1,0 +1,87 @@
+"""Checkpoints: configuration, weights and the code version, loaded without unpickling objects.
+
+A checkpoint is a dict of plain values and tensors written by ``torch.save`` and read back with
+``torch.load(weights_only=True)``, which refuses anything but tensors and builtin containers, so a
+checkpoint from elsewhere cannot run code when it is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from footprints import __version__
+from footprints.geo.errors import InputError, first_line
+
+FORMAT = 1
+
+
+def code_version() -> str:
+    """The package version, with the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{commit}"
+
+
+def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (a temporary file renamed over the target).
+
+    Args:
+        path: Where to write.
+        content: Plain values and tensors: method, config, state_dict, metrics, ...
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": FORMAT, "code_version": code_version(), **content}
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        torch.save(record, f)
+    os.replace(f.name, path)
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, required: tuple[str, ...] = ("method", "config", "state_dict")
+) -> dict[str, Any]:
+    """Read a checkpoint safely.
+
+    Args:
+        path: The file.
+        required: Keys it must have.
+
+    Returns:
+        Its content, tensors on the CPU.
+
+    Raises:
+        InputError: Missing, unreadable, unsafe or incomplete checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "no such checkpoint file")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        raise InputError(str(path), f"not a readable footprints checkpoint ({first_line(error)})") from error
+    if not isinstance(record, dict):
+        raise InputError(str(path), "not a footprints checkpoint (no dict inside)")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise InputError(str(path), f"checkpoint lacks {', '.join(missing)}")
+    return record

@@ -1,0 +1,106 @@
+"""Training chips from labelled tiles: random crops with augmentation, as tensors.
+
+Tiles arrive as arrays (the task layer reads them from stores); this module only cuts and
+augments: flips, 90-degree rotations, brightness and contrast, and scale (resampling the crop, so
+that buildings of one ground size appear at several pixel sizes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class LabelledTile:
+    """A tile in memory.
+
+    Attributes:
+        image: (3, rows, cols) float32 in [0, 1].
+        ids: (rows, cols) int32 instance map, 0 for background.
+        name: Where it came from, for messages.
+    """
+
+    image: np.ndarray
+    ids: np.ndarray
+    name: str
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the random changes made to each training chip."""
+
+    scale: tuple[float, float] = (0.7, 1.4)
+    brightness: float = 0.15
+    contrast: float = 0.2
+    flips: bool = True
+
+
+class ChipSampler:
+    """Draws batches of augmented chips from labelled tiles.
+
+    Args:
+        tiles: The tiles; larger tiles are drawn more often, in proportion to their area.
+        chip: Side of the chips, a multiple of 32.
+        augmentation: The random changes.
+        seed: Seed of the sampler's own generator (nothing global is touched).
+    """
+
+    def __init__(self, tiles: list[LabelledTile], chip: int, augmentation: Augmentation, seed: int) -> None:
+        if not tiles:
+            raise ValueError("no tiles to sample chips from")
+        self.tiles = tiles
+        self.chip = chip
+        self.augmentation = augmentation
+        self.rng = np.random.default_rng(seed)
+        areas = np.array([t.ids.size for t in tiles], dtype=float)
+        self.weights = areas / areas.sum()
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (size, 3, chip, chip) float32, ids (size, chip, chip) int64)."""
+        pairs = [self._one() for _ in range(size)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def _one(self) -> tuple[torch.Tensor, torch.Tensor]:
+        aug, rng = self.augmentation, self.rng
+        tile = self.tiles[rng.choice(len(self.tiles), p=self.weights)]
+        scale = math.exp(rng.uniform(math.log(aug.scale[0]), math.log(aug.scale[1])))
+        source = max(8, round(self.chip / scale))
+        rows, cols = tile.ids.shape
+        top = rng.integers(min(0, rows - source), max(0, rows - source) + 1)
+        left = rng.integers(min(0, cols - source), max(0, cols - source) + 1)
+        image, ids = _window(tile, top, left, source)
+        image_t = torch.from_numpy(image)[None]
+        ids_t = torch.from_numpy(ids.astype(np.int64))[None, None].float()
+        if source != self.chip:
+            image_t = F.interpolate(
+                image_t, size=(self.chip, self.chip), mode="bilinear", align_corners=False
+            )
+            ids_t = F.interpolate(ids_t, size=(self.chip, self.chip), mode="nearest")
+        image_t, ids_t = image_t[0], ids_t[0, 0].long()
+        if aug.flips:
+            k = int(rng.integers(4))
+            image_t, ids_t = torch.rot90(image_t, k, (1, 2)), torch.rot90(ids_t, k, (0, 1))
+            if rng.random() < 0.5:
+                image_t, ids_t = image_t.flip(2), ids_t.flip(1)
+        gain = 1 + rng.uniform(-aug.contrast, aug.contrast)
+        shift = rng.uniform(-aug.brightness, aug.brightness)
+        mean = image_t.mean()
+        image_t = ((image_t - mean) * gain + mean + shift).clamp(0, 1)
+        return image_t.contiguous(), ids_t.contiguous()
+
+
+def _window(tile: LabelledTile, top: int, left: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A square window of a tile; parts outside the tile are zeros (no building)."""
+    rows, cols = tile.ids.shape
+    image = np.zeros((tile.image.shape[0], side, side), np.float32)
+    ids = np.zeros((side, side), np.int32)
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + side, rows), min(left + side, cols)
+    image[:, r0 - top : r1 - top, c0 - left : c1 - left] = tile.image[:, r0:r1, c0:c1]
+    ids[r0 - top : r1 - top, c0 - left : c1 - left] = tile.ids[r0:r1, c0:c1]
+    return image, ids

@@ -1,0 +1,164 @@
+"""The training loop shared by the methods: AdamW, cosine schedule, validation F1 per epoch,
+best-checkpoint saving and resuming from the last epoch's state."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Augmentation, ChipSampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        epochs: Number of epochs; each ends with a validation.
+        steps_per_epoch: Optimiser steps per epoch.
+        batch_size: Chips per step.
+        chip: Side of the training chips (a multiple of 32).
+        lr: Peak learning rate (cosine decay to 1% of it).
+        weight_decay: AdamW weight decay.
+        seed: Seed of chip sampling and instance sampling.
+        max_instances: Instances per step that train the mask network.
+        augmentation: Random changes to each chip.
+    """
+
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    chip: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    max_instances: int = 96
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch achieved."""
+
+    epoch: int
+    loss: dict[str, float]
+    val_f1: float
+    seconds: float
+
+
+def last_path(best: Path) -> Path:
+    """Where the resumable state of a run that saves its best model at ``best`` lives."""
+    return best.with_name(best.stem + ".last" + best.suffix)
+
+
+def train(
+    model: nn.Module,
+    method: str,
+    sampler: ChipSampler,
+    config: TrainConfig,
+    validate: Callable[[nn.Module], float],
+    best: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    extra: dict | None = None,
+) -> list[EpochResult]:
+    """Train ``model`` (which must have ``losses(images, ids, generator, max_instances)``).
+
+    After each epoch the model is validated; the best model so far is saved at ``best`` and the
+    full state (optimiser, schedule, sampler) at ``last_path(best)``, so an interrupted run resumes
+    where it stopped with ``resume=True``.
+
+    Args:
+        model: The model, with ``config.to_dict()``.
+        method: The method's name, stored in checkpoints.
+        sampler: Source of training chips.
+        config: How to train.
+        validate: Returns the validation F1 of the model (in eval mode).
+        best: Path of the best checkpoint.
+        resume: Continue from ``last_path(best)`` if it exists.
+        progress: Show a progress bar.
+        extra: More plain values to store in the checkpoints (data sources, split).
+
+    Returns:
+        One result per epoch, including those of a resumed run.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total = config.epochs * config.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, config.lr, total_steps=total, pct_start=0.05, final_div_factor=100
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[EpochResult] = []
+    best_f1, start = -1.0, 0
+    state_path = last_path(best)
+    if resume and state_path.exists():
+        state = load_checkpoint(state_path, ("state_dict", "optimiser", "schedule", "epoch"))
+        model.load_state_dict(state["state_dict"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        sampler.rng.bit_generator.state = state["sampler"]
+        history = [EpochResult(**h) for h in state["history"]]
+        best_f1, start = state["best_f1"], state["epoch"]
+        log.info("resuming from %s after epoch %d (best F1 %.4f)", state_path, start, best_f1)
+    common = {"method": method, "config": model.config.to_dict(), "training": asdict(config), **(extra or {})}
+    for epoch in range(start + 1, config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
+        for _ in bar:
+            images, ids = sampler.batch(config.batch_size)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                losses = model.losses(images.to(device), ids, generator, config.max_instances)
+            loss = sum(losses.values())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimiser.step()
+            schedule.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        model.eval()
+        f1 = validate(model)
+        mean = {k: v / config.steps_per_epoch for k, v in sums.items()}
+        history.append(EpochResult(epoch, mean, f1, time.perf_counter() - started))
+        log.info("epoch %d: loss %s, validation F1 %.4f", epoch, _fmt(mean), f1)
+        if f1 > best_f1:
+            best_f1 = f1
+            save_checkpoint(
+                best, {**common, "state_dict": model.state_dict(), "metrics": {"val_f1": f1, "epoch": epoch}}
+            )
+        save_checkpoint(
+            state_path,
+            {
+                **common,
+                "state_dict": model.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "sampler": sampler.rng.bit_generator.state,
+                "history": [asdict(h) for h in history],
+                "best_f1": best_f1,
+                "epoch": epoch,
+            },
+        )
+    return history
+
+
+def _fmt(losses: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in losses.items())

@@ -1,0 +1,66 @@
+"""Tiles from stores as model input: opening sources, splitting them, reading labelled tiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from footprints.geo.layouts import Tile, TileSet, find_tiles
+from footprints.geo.raster import as_rgb, normalise, read_window
+from footprints.geo.rasterize import instance_mask
+from footprints.geo.stores import S3Options, open_store
+from footprints.models.data import LabelledTile
+
+
+@dataclass(frozen=True)
+class TileRef:
+    """A tile by source and key: small enough to pass between Prefect tasks."""
+
+    source: str
+    image_key: str
+
+
+def open_sources(sources: list[str], s3: S3Options = S3Options()) -> dict[str, TileSet]:
+    """The tile sets of several folders or S3 prefixes, by source."""
+    return {source: find_tiles(open_store(source, s3)) for source in sources}
+
+
+def split_tiles(
+    tile_sets: dict[str, TileSet], val_fraction: float, seed: int
+) -> tuple[list[TileRef], list[TileRef]]:
+    """A reproducible train/validation split by tile, drawn within each source.
+
+    Each source gives at least one validation tile when it has two or more tiles, so every kind
+    of imagery is validated on.
+    """
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for source, tile_set in tile_sets.items():
+        refs = [TileRef(source, t.image_key) for t in tile_set.tiles]
+        order = rng.permutation(len(refs))
+        n_val = max(1, round(val_fraction * len(refs))) if len(refs) > 1 and val_fraction > 0 else 0
+        val += [refs[i] for i in order[:n_val]]
+        train += [refs[i] for i in order[n_val:]]
+    return train, val
+
+
+def resolve(tile_sets: dict[str, TileSet], ref: TileRef) -> tuple[TileSet, Tile]:
+    """The tile set and tile a reference names."""
+    tile_set = tile_sets[ref.source]
+    return tile_set, next(t for t in tile_set.tiles if t.image_key == ref.image_key)
+
+
+def read_model_input(tile_set: TileSet, tile: Tile) -> np.ndarray:
+    """A tile as the models take it: (3, rows, cols) float32 in [0, 1], nodata pixels 0."""
+    image = read_window(tile_set.image_path(tile), name=tile_set.store.describe(tile.image_key))
+    nodata = tile_set.info(tile).nodata
+    valid = None if nodata is None else ~np.all(image == nodata, axis=0)
+    return normalise(as_rgb(image), valid)
+
+
+def read_labelled_tile(tile_set: TileSet, tile: Tile) -> LabelledTile:
+    """A tile's model input and its rasterised instance map."""
+    image = read_model_input(tile_set, tile)
+    ids = instance_mask(tile_set.pixel_labels(tile), image.shape[1:])
+    return LabelledTile(image, ids, tile_set.store.describe(tile.image_key))

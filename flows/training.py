@@ -21,9 +21,16 @@ log = logging.getLogger(__name__)
 
 
 @task(name="split-tiles")
-def split(sources: list[str], s3: S3Options, val_fraction: float, seed: int) -> dict[str, list[TileRef]]:
-    """Find the tiles of every source and split them into training and validation tiles."""
+def split(
+    sources: list[str], train_only: list[str], s3: S3Options, val_fraction: float, seed: int
+) -> dict[str, list[TileRef]]:
+    """Find the tiles of every source and split them into training and validation tiles.
+
+    Every tile of a ``train_only`` source (synthetic pre-training data, say) goes to training, so
+    the validation score is measured on the real sources alone.
+    """
     train_refs, val_refs = split_tiles(open_sources(sources, s3), val_fraction, seed)
+    train_refs += split_tiles(open_sources(train_only, s3), 0.0, seed)[0]
     log.info("%d training and %d validation tiles", len(train_refs), len(val_refs))
     return {"train": train_refs, "val": val_refs}
 
@@ -32,7 +39,7 @@ def split(sources: list[str], s3: S3Options, val_fraction: float, seed: int) -> 
 @task(name="train-model", retries=1, retry_delay_seconds=5)
 def train_model(
     method: str,
-    model_config: dict[str, Any],
+    architecture: dict[str, Any],
     split_refs: dict[str, list[TileRef]],
     s3: S3Options,
     config: TrainConfig,
@@ -45,7 +52,7 @@ def train_model(
     labelled = [read_labelled_tile(*resolve(tile_sets, ref)) for ref in split_refs["train"]]
     val = eval_tiles(split_refs["val"], s3)
     segmenter_type = METHODS[method][2]
-    model = build_model(method, model_config)
+    model = build_model(method, architecture)
     sampler = ChipSampler(labelled, config.chip, config.augmentation, config.seed)
 
     def validate(trained: Any) -> float:
@@ -74,6 +81,7 @@ def train_flow(
     method: str,
     sources: list[str],
     out: str,
+    train_only: list[str] | None = None,
     epochs: int = 20,
     steps_per_epoch: int = 100,
     batch_size: int = 8,
@@ -82,7 +90,7 @@ def train_flow(
     val_fraction: float = 0.2,
     seed: int = 0,
     resume: bool = False,
-    model_config: dict[str, Any] | None = None,
+    architecture: dict[str, Any] | None = None,
     s3: S3Options = S3Options(),
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -93,6 +101,7 @@ def train_flow(
         sources: Folders or ``s3://`` prefixes of tiles with labels, in any layout geo.layouts reads.
         out: Path of the best checkpoint; the resumable state goes beside it (``*.last.pt``) and the
             validation report to ``*.json``.
+        train_only: More sources, used for training only (not validated on).
         epochs: Epochs, each validated with the SpaceNet F1.
         steps_per_epoch: Optimiser steps per epoch.
         batch_size: Chips per step.
@@ -101,7 +110,7 @@ def train_flow(
         val_fraction: Share of each source's tiles held out for validation.
         seed: Seed of the split, the sampling and the initial weights.
         resume: Continue an interrupted run from its last epoch.
-        model_config: Architecture settings of the method (see its Config class).
+        architecture: Architecture settings of the method (see its Config class).
         s3: How to reach S3 sources.
         progress: Show progress bars.
 
@@ -121,8 +130,8 @@ def train_flow(
         seed=seed,
     )
     out_path = Path(out)
-    refs = split(sources, s3, val_fraction, seed)
-    history = train_model(method, model_config or {}, refs, s3, config, out_path, resume, progress)
+    refs = split(sources, train_only or [], s3, val_fraction, seed)
+    history = train_model(method, architecture or {}, refs, s3, config, out_path, resume, progress)
     report = evaluate_checkpoint(out_path, refs["val"], s3)
     summary = {"history": history, "validation": report}
     out_path.with_suffix(".json").write_text(json.dumps(summary, indent=2))

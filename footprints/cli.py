@@ -78,11 +78,16 @@ def print_report(report: ScoreReport) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Make a synthetic AOI, run the brightness-threshold baseline over it and score it."""
-    from footprints.geo.demo import run_demo
+    """Make a synthetic AOI, run the default model and the threshold baseline over it, score both."""
+    from footprints.flows.demo import run_demo
+    from footprints.models.registry import DEFAULT_MODEL
 
-    report = run_demo(Path(args.out), tiles=args.tiles, seed=args.seed, progress=not args.quiet)
-    print_report(report)
+    model = args.model or DEFAULT_MODEL
+    reports = run_demo(Path(args.out), tiles=args.tiles, seed=args.seed, model=model, progress=not args.quiet)
+    for name, report in reports.items():
+        print(f"\n{name}:")
+        print_report(report)
+    print(f"\nproposals and preview.png in {args.out}")
     return 0
 
 
@@ -90,11 +95,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a method with the Prefect training flow."""
     from footprints.flows.training import train_flow
 
-    model_config = {"width": args.width} if args.width else {}
+    architecture = {"width": args.width} if args.width else {}
     summary = train_flow(
         args.method,
         args.data,
         args.out,
+        train_only=args.train_only,
         epochs=args.epochs,
         steps_per_epoch=args.steps,
         batch_size=args.batch_size,
@@ -103,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         resume=args.resume,
-        model_config=model_config,
+        architecture=architecture,
         s3=_s3_options(args),
         progress=not args.quiet,
     )
@@ -163,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
     )
+    train.add_argument("--train-only", action="append", default=[], help="source used for training only")
     train.add_argument("--out", required=True, help="path of the best checkpoint (.pt)")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
@@ -185,10 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_s3_options(evaluate)
     evaluate.set_defaults(run=cmd_eval)
 
-    demo = commands.add_parser("demo", help="synthetic AOI + threshold baseline + score")
+    demo = commands.add_parser("demo", help="synthetic AOI + default model and baseline + scores")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--tiles", type=int, default=4)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
     demo.set_defaults(run=cmd_demo)
     return parser
 
@@ -200,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Prefect's client logs every HTTP request to its local API at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return args.run(args)
     except FootprintsError as error:

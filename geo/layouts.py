@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 
 import geopandas as gpd
@@ -137,7 +137,8 @@ def find_tiles(
     """
     objects = store.list(prefix)
     keys = {o.key for o in objects}
-    for finder in (_find_spacenet2, _find_spacenet1, _find_plain):
+    finders = (partial(_find_spacenet, _SPACENET2), partial(_find_spacenet, _SPACENET1), _find_plain)
+    for finder in finders:
         tile_set = finder(store, objects, keys, product)
         if tile_set is not None and tile_set.tiles:
             break
@@ -156,58 +157,50 @@ def _sidecars(image_key: str, keys: set[str]) -> tuple[str, ...]:
     return tuple(k for k in candidates if k in keys)
 
 
-def _find_spacenet2(
-    store: TileStore, objects: list[ObjectInfo], keys: set[str], product: str | None
+@dataclass(frozen=True)
+class _SpaceNetLayout:
+    """How one SpaceNet layout names its images, labels and summary CSVs."""
+
+    name: str
+    image: re.Pattern[str]
+    default_product: str
+    label: str  # relative to the folder holding the product folders; {image_id} is filled in
+    summary_names_product: bool  # SpaceNet-1 keeps one summary CSV per product
+
+
+_SPACENET2 = _SpaceNetLayout(
+    "spacenet2", _SN2_IMAGE, "RGB-PanSharpen", "geojson/buildings/buildings_{image_id}.geojson", False
+)
+_SPACENET1 = _SpaceNetLayout(
+    "spacenet1", _SN1_IMAGE, "3band", "vectorData/geoJson/{image_id}_Geo.geojson", True
+)
+
+
+def _find_spacenet(
+    layout: _SpaceNetLayout, store: TileStore, objects: list[ObjectInfo], keys: set[str], product: str | None
 ) -> TileSet | None:
-    product = product or "RGB-PanSharpen"
+    product = product or layout.default_product
     tiles = []
     for info in objects:
-        match = _SN2_IMAGE.search(info.key)
+        match = layout.image.search(info.key)
         if not match or match["product"] != product:
             continue
         image_id = match["image_id"]
-        root = info.key[: match.start("product")]
-        label = f"{root}geojson/buildings/buildings_{image_id}.geojson"
+        label = info.key[: match.start("product")] + layout.label.format(image_id=image_id)
+        aoi = image_id.rsplit("_", 1)[0]
         tiles.append(
             Tile(
-                image_id,
-                image_id.rsplit("_", 1)[0],
-                info.key,
-                label if label in keys else None,
-                sidecars=_sidecars(info.key, keys),
-            )
-        )
-    summaries = tuple(k for k in sorted(keys) if "/summaryData/" in k and k.endswith(".csv"))
-    return TileSet(store, "spacenet2", tuple(tiles), summaries) if tiles else None
-
-
-def _find_spacenet1(
-    store: TileStore, objects: list[ObjectInfo], keys: set[str], product: str | None
-) -> TileSet | None:
-    product = product or "3band"
-    tiles = []
-    for info in objects:
-        match = _SN1_IMAGE.search(info.key)
-        if not match or match["product"] != product:
-            continue
-        image_id = match["image_id"]
-        root = info.key[: match.start("product")]
-        label = f"{root}vectorData/geoJson/{image_id}_Geo.geojson"
-        tiles.append(
-            Tile(
-                image_id,
-                image_id.rsplit("_", 1)[0],
-                info.key,
-                label if label in keys else None,
-                sidecars=_sidecars(info.key, keys),
+                image_id, aoi, info.key, label if label in keys else None, sidecars=_sidecars(info.key, keys)
             )
         )
     summaries = tuple(
         k
         for k in sorted(keys)
-        if "/summaryData/" in k and k.endswith(".csv") and product.lower() in k.lower()
+        if "/summaryData/" in k
+        and k.endswith(".csv")
+        and (not layout.summary_names_product or product.lower() in k.lower())
     )
-    return TileSet(store, "spacenet1", tuple(tiles), summaries) if tiles else None
+    return TileSet(store, layout.name, tuple(tiles), summaries) if tiles else None
 
 
 def _find_plain(

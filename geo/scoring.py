@@ -55,7 +55,9 @@ class ScoreReport:
 
 
 def _plain(row: pd.Series) -> dict[str, Any]:
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    """JSON-ready values; counts stay integers although a mixed row holds them as floats."""
+    values = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    return {k: int(v) if k in COUNT_COLUMNS else v for k, v in values.items()}
 
 
 def spacenet_aoi(image_id: str) -> str:

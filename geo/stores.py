@@ -24,7 +24,10 @@ from botocore.config import Config
 
 from .errors import StoreError
 
-DEFAULT_CACHE = Path(os.environ.get("FOOTPRINTS_CACHE", Path.home() / ".cache" / "footprints"))
+
+def default_cache() -> Path:
+    """Where downloaded objects are kept: $FOOTPRINTS_CACHE, else ~/.cache/footprints."""
+    return Path(os.environ.get("FOOTPRINTS_CACHE", Path.home() / ".cache" / "footprints"))
 
 
 @dataclass(frozen=True)
@@ -131,14 +134,14 @@ class S3Options:
 class S3Store:
     """Objects below ``s3://bucket/prefix``, read through boto3 and cached locally."""
 
-    def __init__(self, uri: str, options: S3Options = S3Options(), cache_dir: Path = DEFAULT_CACHE) -> None:
+    def __init__(self, uri: str, options: S3Options = S3Options(), cache_dir: Path | None = None) -> None:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not bucket:
             raise StoreError(uri, "an S3 address needs a bucket: s3://bucket/prefix")
         self.uri = uri.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.cache_dir = Path(cache_dir) / "s3"
+        self.cache_dir = Path(cache_dir or default_cache()) / "s3"
         config = Config(
             retries={"mode": "standard", "max_attempts": 4},
             connect_timeout=5,
@@ -255,14 +258,14 @@ def _explain_client_error(error: botocore.exceptions.ClientError) -> str:
 
 
 def open_store(
-    location: str | Path, options: S3Options = S3Options(), cache_dir: Path = DEFAULT_CACHE
+    location: str | Path, options: S3Options = S3Options(), cache_dir: Path | None = None
 ) -> TileStore:
     """The store for ``s3://bucket/prefix`` or a local folder.
 
     Args:
         location: An ``s3://`` address or a folder path.
         options: How to reach S3; ignored for folders.
-        cache_dir: Where S3 objects are cached.
+        cache_dir: Where S3 objects are cached (default: see default_cache).
 
     Returns:
         An S3Store or a LocalStore.

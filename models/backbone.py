@@ -24,25 +24,31 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 class UNet(nn.Module):
     """Encoder to stride 32, decoder back to ``out_stride``; output has ``out_channels`` features.
 
+    The stem strides by 2 at once: no method here needs full-resolution features (Vec2Instance
+    reads its crops from the image itself), and the full-resolution stage would cost as much as
+    all the others together.
+
     Args:
         in_channels: Input bands.
         width: Channels of the first stage; later stages widen to at most 6 x width.
-        out_stride: Stride of the output map: 1, 2, 4 or 8.
+        out_stride: Stride of the output map: 2, 4 or 8.
     """
 
     multiple = 32
 
     def __init__(self, in_channels: int = 3, width: int = 16, out_stride: int = 2) -> None:
         super().__init__()
-        widths = [width, 2 * width, 4 * width, 4 * width, 6 * width, 6 * width]  # strides 1..32
-        self.stem = nn.Sequential(conv_block(in_channels, widths[0]), conv_block(widths[0], widths[0]))
+        widths = [width, 2 * width, 4 * width, 6 * width, 6 * width]  # strides 2..32
+        self.stem = nn.Sequential(
+            conv_block(in_channels, widths[0], stride=2), conv_block(widths[0], widths[0])
+        )
         self.down = nn.ModuleList(
             nn.Sequential(
                 conv_block(widths[i], widths[i + 1], stride=2), conv_block(widths[i + 1], widths[i + 1])
             )
             for i in range(len(widths) - 1)
         )
-        levels = {1: 0, 2: 1, 4: 2, 8: 3}[out_stride]
+        levels = {2: 0, 4: 1, 8: 2}[out_stride]
         self.up = nn.ModuleList(
             conv_block(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 2, levels - 1, -1)
         )

@@ -13,6 +13,8 @@ from .checkpoint import load_checkpoint
 from .instances import InstanceSegmenter
 from .vec2instance import Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter
 
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "vec2instance-default.pt"
+
 METHODS = {"vec2instance": (Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter)}
 
 

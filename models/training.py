@@ -4,6 +4,7 @@ best-checkpoint saving and resuming from the last epoch's state."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ class TrainConfig:
         steps_per_epoch: Optimiser steps per epoch.
         batch_size: Chips per step.
         chip: Side of the training chips (a multiple of 32).
-        lr: Peak learning rate (cosine decay to 1% of it).
+        lr: Peak learning rate (warm-up, then cosine decay to 1% of it).
         weight_decay: AdamW weight decay.
         seed: Seed of chip sampling and instance sampling.
         max_instances: Instances per step that train the mask network.
@@ -54,6 +55,23 @@ class EpochResult:
     loss: dict[str, float]
     val_f1: float
     seconds: float
+
+
+def warmup_cosine(total_steps: int, warmup: float = 0.05, floor: float = 0.01) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up, then cosine decay to ``floor``.
+
+    It depends only on the step and the run's current length, so a resumed run that was given
+    more epochs stretches the remaining decay instead of running past the end of its schedule.
+    """
+    warmup_steps = max(1, round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def last_path(best: Path) -> Path:
@@ -96,9 +114,8 @@ def train(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total = config.epochs * config.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, config.lr, total_steps=total, pct_start=0.05, final_div_factor=100
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, warmup_cosine(config.epochs * config.steps_per_epoch)
     )
     generator = torch.Generator().manual_seed(config.seed)
     history: list[EpochResult] = []

@@ -9,9 +9,10 @@ Beyond the reference:
 - The crop is scaled to the building (its side is the detected size times a margin) and resampled
   to a fixed patch, so a 200 px building is segmented like a 20 px one: no 64 px size limit.
 - Coordinates are normalised to [-1, 1] over the crop, not raw integers.
-- Decoding evaluates every instance's MLP at the crop's own pixel resolution in a few batched
-  matrix products (instances grouped by size), then resolves overlaps in one vectorised pass that
-  keeps the higher-scoring instance (the reference kept the lower).
+- Decoding evaluates every instance's MLP in a few batched matrix products (instances grouped by
+  size), on at most the training patch's grid with the logits interpolated to every pixel of the
+  crop, then resolves overlaps in one vectorised pass that keeps the higher-scoring instance (the
+  reference kept the lower).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Vec2InstanceConfig:
     patch: int = 48
     hidden: int = 64
     margin: float = 1.3
-    peak_threshold: float = 0.3
+    peak_threshold: float = 0.2
     min_distance: float = 4.0
     mask_threshold: float = 0.5
     min_pixels: int = 12
@@ -111,9 +112,10 @@ def coordinate_mlp(params: torch.Tensor, coords: torch.Tensor, hidden: int) -> t
     b_out = params[:, 4 * hidden, None]
     if coords.dim() == 2:
         coords = coords.expand(params.shape[0], -1, -1)
-    # (n, q, 2) @ (n, 2, hidden): one batched product for the hidden layer of every instance.
+    # (n, q, 2) @ (n, 2, hidden): one batched product for the hidden layer of every instance;
+    # tanh in place, since (n, q, hidden) is the largest tensor of decoding.
     weights = torch.cat([wx, wy], dim=2).transpose(1, 2)
-    h = torch.tanh(torch.bmm(coords, weights) + bias.transpose(1, 2))
+    h = torch.baddbmm(bias.transpose(1, 2), coords, weights).tanh_()
     return torch.bmm(h, w_out).squeeze(2) + b_out
 
 
@@ -261,6 +263,30 @@ class Vec2InstanceSegmenter:
         return decode_masks(params.float(), peaks, side, (rows, cols), batch_size, cfg)
 
 
+HIDDEN_BUDGET = 2**22  # elements of the (instances, pixels, hidden) tensor per evaluation
+
+
+def padded_sides(extent: torch.Tensor) -> torch.Tensor:
+    """Crop sides rounded up to a quarter of their power of two (8, 10, 12, 14, 16, 20, 24, ...).
+
+    Instances of one padded side are evaluated together; the steps grow with the size, so padding
+    adds at most a quarter to a side and there are few distinct sides.
+    """
+    step = torch.exp2(torch.floor(torch.log2(extent.float().clamp(min=8))) - 2).long()
+    return torch.div(extent + step - 1, step, rounding_mode="floor") * step
+
+
+def _chunks(sides: torch.Tensor, hidden: int, patch: int) -> list[tuple[torch.Tensor, int]]:
+    """(instance indexes, padded side) per batched evaluation, within the memory budget."""
+    chunks = []
+    for side in torch.unique(sides).tolist():
+        members = torch.nonzero(sides == side).squeeze(1)
+        samples = min(side, patch) ** 2
+        size = max(1, HIDDEN_BUDGET // (samples * hidden))
+        chunks += [(members[i : i + size], side) for i in range(0, len(members), size)]
+    return chunks
+
+
 def decode_masks(
     params: torch.Tensor,
     peaks: Peaks,
@@ -269,12 +295,12 @@ def decode_masks(
     batch_size: int,
     config: Vec2InstanceConfig,
 ) -> list[list[Instance]]:
-    """Draw every instance at its crop's pixel resolution, resolve overlaps, cut mask crops.
+    """Draw every instance over its crop's pixels, resolve overlaps, cut mask crops.
 
-    Instances are grouped by crop size (powers of two), so each group is one batched MLP
-    evaluation on a padded grid without wasting much on padding. Overlaps are resolved by score in
-    one pass: each pixel belongs to the highest-scoring instance that claims it, and an instance
-    left with less than ``min_owned`` of its pixels is dropped as a duplicate.
+    Instances are grouped by padded crop size (see padded_sides); each group is evaluated in
+    batched matrix products, in chunks that bound the memory of the hidden layer. Overlaps are
+    resolved by score in one pass: each pixel belongs to the highest-scoring instance that claims
+    it, and an instance left with less than ``min_owned`` of its pixels is dropped as a duplicate.
     """
     rows, cols = shape
     device = params.device
@@ -286,24 +312,27 @@ def decode_masks(
     x1 = torch.ceil(peaks.centre[:, 0] + side / 2).clamp(1, cols).long()
     y1 = torch.ceil(peaks.centre[:, 1] + side / 2).clamp(1, rows).long()
     extent = torch.maximum(x1 - x0, y1 - y0)
-    bucket = torch.ceil(torch.log2(extent.float().clamp(min=8))).long()
     rank = torch.empty(n, dtype=torch.long, device=device)
     rank[torch.argsort(peaks.score, descending=True, stable=True)] = torch.arange(n, device=device)
+    threshold = math.log(config.mask_threshold / (1 - config.mask_threshold))  # on logits
 
     pixel_index, pixel_owner, masks = [], [], []
-    for level in torch.unique(bucket).tolist():
-        members = torch.nonzero(bucket == level).squeeze(1)
-        s = 2**level
-        offsets = torch.arange(s, device=device, dtype=torch.float32) + 0.5
-        # Pixel centres of each member's crop window, in normalised crop coordinates.
+    for members, s in _chunks(padded_sides(extent), config.hidden, config.patch):
+        # The MLP is sampled on at most the training patch's grid (it was fitted there) and its
+        # logits are interpolated to every pixel: large buildings cost no more than the patch.
+        g = min(s, config.patch)
+        offsets = (torch.arange(g, device=device, dtype=torch.float32) + 0.5) * (s / g)
         u = (x0[members, None] + offsets[None] - peaks.centre[members, 0, None]) / (side[members, None] / 2)
         v = (y0[members, None] + offsets[None] - peaks.centre[members, 1, None]) / (side[members, None] / 2)
-        coords = torch.stack([u[:, None, :].expand(-1, s, -1), v[:, :, None].expand(-1, -1, s)], dim=-1)
+        coords = torch.stack([u[:, None, :].expand(-1, g, -1), v[:, :, None].expand(-1, -1, g)], dim=-1)
+        logits = coordinate_mlp(params[members], coords.reshape(len(members), -1, 2), config.hidden)
+        logits = logits.reshape(-1, 1, g, g)
+        if g < s:
+            logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
         inside = (torch.arange(s, device=device)[None, None, :] < (x1 - x0)[members, None, None]) & (
             torch.arange(s, device=device)[None, :, None] < (y1 - y0)[members, None, None]
         )
-        logits = coordinate_mlp(params[members], coords.reshape(len(members), -1, 2), config.hidden)
-        mask = (torch.sigmoid(logits).reshape(-1, s, s) >= config.mask_threshold) & inside
+        mask = (logits[:, 0] >= threshold) & inside
         which, r, c = torch.nonzero(mask, as_tuple=True)
         owner = members[which]
         flat = (peaks.batch[owner] * rows + y0[owner] + r) * cols + x0[owner] + c

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from footprints.geo.layouts import Tile, TileSet
 from footprints.geo.scoring import ScoreReport, score
 from footprints.geo.stores import S3Options
 from footprints.geo.vectorise import masks_to_polygons
 from footprints.models.instances import InstanceSegmenter
 
-from .tiles import TileRef, open_sources, read_model_input, resolve
+from .tiles import TileRef, open_sources, read_each, read_model_input
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,14 @@ class EvalTile:
 
 
 def eval_tiles(refs: list[TileRef], s3: S3Options = S3Options()) -> list[EvalTile]:
-    """Model input and truth polygons of tiles, read once for repeated evaluation."""
-    tile_sets = open_sources(sorted({r.source for r in refs}), s3)
-    tiles = []
-    for ref in refs:
-        tile_set, tile = resolve(tile_sets, ref)
-        tiles.append(
-            EvalTile(tile.image_id, tile.aoi, read_model_input(tile_set, tile), tile_set.pixel_labels(tile))
+    """Model input and truth polygons of tiles, read once for repeated evaluation (bad tiles skipped)."""
+
+    def read(tile_set: TileSet, tile: Tile) -> EvalTile:
+        return EvalTile(
+            tile.image_id, tile.aoi, read_model_input(tile_set, tile), tile_set.pixel_labels(tile)
         )
-    return tiles
+
+    return read_each(refs, open_sources(sorted({r.source for r in refs}), s3), read)
 
 
 def predict_polygons(segmenter: InstanceSegmenter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
+from footprints.geo.errors import FootprintsError
 from footprints.geo.layouts import Tile, TileSet, find_tiles
 from footprints.geo.raster import as_rgb, normalise, read_window
 from footprints.geo.rasterize import instance_mask
 from footprints.geo.stores import S3Options, open_store
 from footprints.models.data import LabelledTile
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,17 @@ def read_labelled_tile(tile_set: TileSet, tile: Tile) -> LabelledTile:
     image = read_model_input(tile_set, tile)
     ids = instance_mask(tile_set.pixel_labels(tile), image.shape[1:])
     return LabelledTile(image, ids, tile_set.store.describe(tile.image_key))
+
+
+def read_each(
+    refs: list[TileRef], tile_sets: dict[str, TileSet], read: Callable[[TileSet, Tile], T]
+) -> list[T]:
+    """Read every tile with ``read``, skipping and logging a tile whose image or labels are bad,
+    so that one corrupt tile never sinks a whole run."""
+    found = []
+    for ref in refs:
+        try:
+            found.append(read(*resolve(tile_sets, ref)))
+        except FootprintsError as error:
+            log.warning("skipped a tile: %s", error)
+    return found

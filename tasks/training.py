@@ -16,7 +16,7 @@ from footprints.models.registry import METHODS, build_model, load_segmenter
 from footprints.models.training import TrainConfig, train
 
 from .evaluation import eval_tiles, evaluate
-from .tiles import TileRef, open_sources, read_labelled_tile, resolve, split_tiles
+from .tiles import TileRef, open_sources, read_each, read_labelled_tile, split_tiles
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def train_model(
     """
     resume = resume or task_run.run_count > 1
     tile_sets = open_sources(sorted({r.source for r in split_refs["train"]}), s3)
-    labelled = [read_labelled_tile(*resolve(tile_sets, ref)) for ref in split_refs["train"]]
+    labelled = read_each(split_refs["train"], tile_sets, read_labelled_tile)
     val = eval_tiles(split_refs["val"], s3)
     segmenter_type = METHODS[method][2]
     model = build_model(method, architecture)

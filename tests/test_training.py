@@ -16,6 +16,7 @@ from footprints.cli import main
 from footprints.flows.training import train_flow
 from footprints.geo.stores import LocalStore, S3Options, open_store
 from footprints.geo.synth import write_scene
+from footprints.models.checkpoint import save_checkpoint
 from footprints.models.data import Augmentation, ChipSampler
 from footprints.models.registry import load_segmenter
 from footprints.models.training import TrainConfig, last_path, train
@@ -30,6 +31,14 @@ def one_tile(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("one_tile")
     write_scene(LocalStore(folder).write_bytes, 1, seed=0, tile_size=448)
     return str(folder)
+
+
+def untrained_checkpoint(path: Path) -> Path:
+    """A small model's checkpoint, as the training flow writes it."""
+    model = Vec2InstanceModel(Vec2InstanceConfig(width=8))
+    return save_checkpoint(
+        path, {"method": "vec2instance", "config": model.config.to_dict(), "state_dict": model.state_dict()}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +114,22 @@ def test_training_flow_reads_s3_validates_saves_and_resumes(
 def test_eval_cli_scores_a_checkpoint(
     one_tile: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from footprints.models.checkpoint import save_checkpoint
 
-    model = Vec2InstanceModel(Vec2InstanceConfig(width=8))
-    path = save_checkpoint(
-        tmp_path / "m.pt",
-        {"method": "vec2instance", "config": model.config.to_dict(), "state_dict": model.state_dict()},
-    )
+    path = untrained_checkpoint(tmp_path / "m.pt")
     assert main(["-q", "eval", "--model", str(path), "--data", one_tile, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["overall"]["tp"] + report["overall"]["fn"] == 19
     assert list(report["aois"]) == ["AOI_9_Synthetic"]
+
+
+def test_eval_skips_a_corrupt_tile_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    write_scene(LocalStore(tmp_path / "scene").write_bytes, 2, seed=4, tile_size=256)
+    broken = next((tmp_path / "scene").rglob("*_img2.tif"))
+    broken.write_bytes(broken.read_bytes()[:3000])
+    path = untrained_checkpoint(tmp_path / "m.pt")
+    assert main(["-q", "eval", "--model", str(path), "--data", str(tmp_path / "scene"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [i["image_id"] for i in report["images"]] == ["AOI_9_Synthetic_img1"]
+    assert any(f"skipped a tile: {broken}" in r.getMessage() for r in caplog.records)

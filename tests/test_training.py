@@ -54,7 +54,7 @@ def test_small_model_overfits_one_tile(one_tile: str, tmp_path: Path) -> None:
     val = eval_tiles([TileRef(one_tile, t.image_key) for t in tile_set.tiles])
     model = Vec2InstanceModel(Vec2InstanceConfig(width=8))
     still = Augmentation(scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
-    config = TrainConfig(epochs=8, steps_per_epoch=25, batch_size=2, chip=448, lr=3e-3, augmentation=still)
+    config = TrainConfig(epochs=10, steps_per_epoch=25, batch_size=2, chip=448, lr=3e-3, augmentation=still)
     history = train(
         model,
         "vec2instance",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 
 from .errors import StoreError
+from .files import atomic_file
 
 
 def default_cache() -> Path:
@@ -99,12 +99,9 @@ class LocalStore:
         return self.local_path(key).read_bytes()
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        """Write through a temporary file in the same folder, then rename over the target."""
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        """Write through a temporary file in the same folder, renamed over the target when complete."""
+        with atomic_file(self.root / key) as f:
             f.write(data)
-        os.replace(f.name, path)
 
     def local_path(self, key: str, companions: tuple[str, ...] = ()) -> Path:
         """The file itself (its sidecars already lie beside it)."""
@@ -232,11 +229,9 @@ class S3Store:
     def _download(self, info: ObjectInfo, path: Path) -> None:
         if path.is_file() and path.stat().st_size == info.size:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".part-", delete=False) as f:
-            body = self._call(self.describe(info.key), self.client.get_object, Key=self._full_key(info.key))
+        body = self._call(self.describe(info.key), self.client.get_object, Key=self._full_key(info.key))
+        with atomic_file(path) as f:
             shutil.copyfileobj(body["Body"], f)
-        os.replace(f.name, path)
 
 
 def _explain_client_error(error: botocore.exceptions.ClientError) -> str:

@@ -7,10 +7,8 @@ checkpoint from elsewhere cannot run code when it is opened.
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 
 from footprints import __version__
 from footprints.geo.errors import InputError, first_line
+from footprints.geo.files import atomic_file
 
 FORMAT = 1
 
@@ -49,11 +48,8 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"format": FORMAT, "code_version": code_version(), **content}
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        torch.save(record, f)
-    os.replace(f.name, path)
+    with atomic_file(path) as f:
+        torch.save({"format": FORMAT, "code_version": code_version(), **content}, f)
     return path
 
 

@@ -11,6 +11,7 @@ import pytest
 from rasterio.windows import Window
 
 from footprints.geo.errors import StoreError
+from footprints.geo.files import atomic_file
 from footprints.geo.layouts import find_tiles
 from footprints.geo.raster import read_window
 from footprints.geo.stores import LocalStore, S3Options, S3Store, open_store
@@ -134,3 +135,19 @@ def test_region_and_profile_are_honoured(
     assert "Credential=mapperkey/" in headers[0]
     with pytest.raises(StoreError, match="AWS profile 'nobody' not found"):
         S3Store(f"s3://{s3_bucket}", S3Options(endpoint_url=s3_endpoint, profile="nobody"), tmp_path)
+
+
+def test_a_failed_write_leaves_neither_a_partial_file_nor_a_changed_one(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "tile.tif"
+    with atomic_file(target) as f:
+        f.write(b"complete")
+
+    def write_half_then_fail() -> None:
+        with atomic_file(target) as f:
+            f.write(b"half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_half_then_fail()
+    assert target.read_bytes() == b"complete"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tile.tif"]

@@ -12,13 +12,12 @@ from tqdm.auto import tqdm
 from footprints.geo.baseline import threshold_buildings
 from footprints.geo.layouts import find_tiles
 from footprints.geo.preview import render_preview
-from footprints.geo.raster import read_window
 from footprints.geo.scoring import ScoreReport, score
 from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
 from footprints.models.registry import DEFAULT_MODEL, load_segmenter
 from footprints.tasks.evaluation import predict_polygons
-from footprints.tasks.tiles import read_model_input
+from footprints.tasks.tiles import model_input, read_raw
 
 
 def proposals_frame(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> gpd.GeoDataFrame:
@@ -61,9 +60,9 @@ def run_demo(
     segmenter = load_segmenter(model)
     found: dict[str, list] = {"model": [], "baseline": []}
     for index, tile in enumerate(tqdm(tile_set.tiles, desc="segment", disable=not progress)):
-        polygons, scores = predict_polygons(segmenter, read_model_input(tile_set, tile))
+        raw = read_raw(tile_set, tile)
+        polygons, scores = predict_polygons(segmenter, model_input(raw, tile_set.info(tile).nodata))
         found["model"].append((tile.image_id, polygons, scores))
-        raw = read_window(tile_set.image_path(tile), name=store.describe(tile.image_key))
         found["baseline"].append((tile.image_id, *threshold_buildings(raw)))
         if index == 0:
             tile_truth = truth.geometry[truth["image_id"] == tile.image_id].to_numpy()

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import flow
 
 from footprints.geo.stores import S3Options
@@ -55,8 +56,6 @@ def train_flow(
     Returns:
         The per-epoch history and the best checkpoint's validation scores.
     """
-    import torch
-
     torch.manual_seed(seed)
     config = replace(
         TrainConfig(),

@@ -68,10 +68,13 @@ class TileSet:
     summary_keys: tuple[str, ...] = ()
     shared_label_key: str | None = None
     _info_cache: dict[str, RasterInfo] = field(default_factory=dict, compare=False, repr=False)
+    _path_cache: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
     def image_path(self, tile: Tile) -> Path:
-        """A local path of the tile's image, sidecars beside it."""
-        return self.store.local_path(tile.image_key, tile.sidecars)
+        """A local path of the tile's image, sidecars beside it (looked up once per tile set)."""
+        if tile.image_key not in self._path_cache:
+            self._path_cache[tile.image_key] = self.store.local_path(tile.image_key, tile.sidecars)
+        return self._path_cache[tile.image_key]
 
     def info(self, tile: Tile) -> RasterInfo:
         """The tile's raster header (read once)."""

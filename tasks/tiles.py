@@ -58,12 +58,20 @@ def resolve(tile_sets: dict[str, TileSet], ref: TileRef) -> tuple[TileSet, Tile]
     return tile_set, next(t for t in tile_set.tiles if t.image_key == ref.image_key)
 
 
-def read_model_input(tile_set: TileSet, tile: Tile) -> np.ndarray:
-    """A tile as the models take it: (3, rows, cols) float32 in [0, 1], nodata pixels 0."""
-    image = read_window(tile_set.image_path(tile), name=tile_set.store.describe(tile.image_key))
-    nodata = tile_set.info(tile).nodata
+def read_raw(tile_set: TileSet, tile: Tile) -> np.ndarray:
+    """A tile's pixels as stored: (bands, rows, cols) in the file's dtype."""
+    return read_window(tile_set.image_path(tile), name=tile_set.store.describe(tile.image_key))
+
+
+def model_input(image: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Raw pixels as the models take them: (3, rows, cols) float32 in [0, 1], nodata pixels 0."""
     valid = None if nodata is None else ~np.all(image == nodata, axis=0)
     return normalise(as_rgb(image), valid)
+
+
+def read_model_input(tile_set: TileSet, tile: Tile) -> np.ndarray:
+    """A tile read and prepared as the models take it (see model_input)."""
+    return model_input(read_raw(tile_set, tile), tile_set.info(tile).nodata)
 
 
 def read_labelled_tile(tile_set: TileSet, tile: Tile) -> LabelledTile:

@@ -1,47 +1,46 @@
-"""The main job until the AOI flow lands: a synthetic AOI, the default model and the threshold
-baseline over it, both scored against the scene's truth."""
+"""The main job on the embedded default: a synthetic AOI, the AOI flow with the shipped model, and
+its F1 against the scene's truth (with a brightness-threshold baseline as the floor)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-from tqdm.auto import tqdm
 
 from footprints.geo.baseline import threshold_buildings
+from footprints.geo.labels import to_map, to_pixels
 from footprints.geo.layouts import find_tiles
 from footprints.geo.preview import render_preview
-from footprints.geo.scoring import ScoreReport, score
+from footprints.geo.scoring import ScoreReport, score_footprints
 from footprints.geo.stores import LocalStore
-from footprints.geo.synth import write_scene
-from footprints.models.registry import DEFAULT_MODEL, load_segmenter
-from footprints.tasks.evaluation import predict_polygons
-from footprints.tasks.tiles import model_input, read_raw
+from footprints.geo.synth import scene_truth, write_scene
+from footprints.models.registry import DEFAULT_MODEL
+from footprints.tasks.tiles import read_raw
+
+from .aoi import RunSummary, aoi_flow
+
+GSD_M = 0.3
 
 
-def proposals_frame(rows: list[tuple[str, np.ndarray, np.ndarray]]) -> gpd.GeoDataFrame:
-    """Proposals of many tiles as one table: image_id, confidence, geometry (pixels)."""
-    ids = [image_id for image_id, polygons, _ in rows for _ in polygons]
-    geometry = np.concatenate([polygons for _, polygons, _ in rows]) if rows else np.empty(0, dtype=object)
-    confidence = np.concatenate([scores for _, _, scores in rows]) if rows else np.empty(0)
-    return gpd.GeoDataFrame({"image_id": ids, "confidence": confidence}, geometry=geometry)
+@dataclass
+class DemoResult:
+    """What the main job made: the run, the GeoPackage's scores and the preview image."""
 
-
-def write_spacenet_csv(proposals: gpd.GeoDataFrame, path: Path) -> None:
-    """Proposals in the SpaceNet CSV form that ``footprints score`` reads."""
-    table = proposals.assign(PolygonWKT_Pix=proposals.geometry.to_wkt())
-    table = table.rename(columns={"image_id": "ImageId", "confidence": "Confidence"})
-    table.drop(columns="geometry").rename_axis("BuildingId").to_csv(path)
+    run: RunSummary
+    model: ScoreReport
+    baseline: ScoreReport
+    preview: Path
 
 
 def run_demo(
     out: Path, tiles: int = 4, seed: int = 0, model: Path = DEFAULT_MODEL, progress: bool = True
-) -> dict[str, ScoreReport]:
-    """Write a synthetic AOI under ``out/scene``, run the model and the baseline, score both.
+) -> DemoResult:
+    """Write a synthetic AOI under ``out/scene``, run the AOI flow over all of it into
+    ``out/buildings.gpkg``, and score the buildings against the scene's whole buildings.
 
-    Writes ``out/{model,baseline}_proposals.csv`` (SpaceNet CSV form) and ``out/preview.png``: the
-    first tile with truth (green) and the model's buildings (red).
+    Also writes ``out/preview.png``: the first tile with truth (green) and found buildings (red).
 
     Args:
         out: Output folder.
@@ -49,27 +48,37 @@ def run_demo(
         seed: Seed of the scene.
         model: Checkpoint of the model to run.
         progress: Show progress bars.
-
-    Returns:
-        Scores by name: "model" and "baseline".
     """
     store = LocalStore(out / "scene")
-    write_scene(store.write_bytes, tiles, seed, progress=progress)
+    write_scene(store.write_bytes, tiles, seed, gsd_m=GSD_M, progress=progress)
     tile_set = find_tiles(store)
-    truth = tile_set.summary_labels()
-    segmenter = load_segmenter(model)
-    found: dict[str, list] = {"model": [], "baseline": []}
-    for index, tile in enumerate(tqdm(tile_set.tiles, desc="segment", disable=not progress)):
-        raw = read_raw(tile_set, tile)
-        polygons, scores = predict_polygons(segmenter, model_input(raw, tile_set.info(tile).nodata))
-        found["model"].append((tile.image_id, polygons, scores))
-        found["baseline"].append((tile.image_id, *threshold_buildings(raw)))
-        if index == 0:
-            tile_truth = truth.geometry[truth["image_id"] == tile.image_id].to_numpy()
-            render_preview(raw, out / "preview.png", tile_truth, polygons)
-    reports = {}
-    for name, rows in found.items():
-        proposals = proposals_frame(rows)
-        write_spacenet_csv(proposals, out / f"{name}_proposals.csv")
-        reports[name] = score(truth, proposals)
-    return reports
+    bounds = np.array([tile_set.info(t).bounds for t in tile_set.tiles])
+    bbox = ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
+    summary = aoi_flow(
+        bbox, str(store.root), str(out / "buildings.gpkg"), model=str(model), progress=progress
+    )
+
+    truth = scene_truth(tile_set)
+    found = gpd.read_file(summary.out, layer="buildings", engine="pyogrio")
+    baseline = []
+    for tile in tile_set.tiles:
+        polygons, scores = threshold_buildings(read_raw(tile_set, tile))
+        info = tile_set.info(tile)
+        frame = gpd.GeoDataFrame({"score": scores}, geometry=to_map(polygons, info.transform), crs=info.crs)
+        baseline.append(frame.to_crs(truth.crs))
+    baseline_found = gpd.GeoDataFrame(gpd.pd.concat(baseline, ignore_index=True), crs=truth.crs)
+
+    first = tile_set.tiles[0]
+    info = tile_set.info(first)
+    preview = render_preview(
+        read_raw(tile_set, first),
+        out / "preview.png",
+        to_pixels(truth.geometry, info.transform, info.crs),
+        to_pixels(found.geometry, info.transform, info.crs),
+    )
+    return DemoResult(
+        summary,
+        score_footprints(truth, found, GSD_M),
+        score_footprints(truth, baseline_found, GSD_M),
+        preview,
+    )

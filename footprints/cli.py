@@ -78,16 +78,59 @@ def print_report(report: ScoreReport) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Make a synthetic AOI, run the default model and the threshold baseline over it, score both."""
+    """The main job: a synthetic AOI through the AOI flow, scored against its truth."""
     from footprints.flows.demo import run_demo
     from footprints.models.registry import DEFAULT_MODEL
 
-    model = args.model or DEFAULT_MODEL
-    reports = run_demo(Path(args.out), tiles=args.tiles, seed=args.seed, model=model, progress=not args.quiet)
-    for name, report in reports.items():
-        print(f"\n{name}:")
-        print_report(report)
-    print(f"\nproposals and preview.png in {args.out}")
+    result = run_demo(
+        Path(args.out),
+        tiles=args.tiles,
+        seed=args.seed,
+        model=args.model or DEFAULT_MODEL,
+        progress=not args.quiet,
+    )
+    run = result.run
+    print(f"\n{run.buildings} buildings from {run.tiles} tiles ({run.chips} chips) in {run.out}")
+    for name, report in (("model", result.model), ("threshold baseline", result.baseline)):
+        o = report.overall
+        print(
+            f"{name:>18}: F1 {o['f1']:.3f}  precision {o['precision']:.3f}  recall {o['recall']:.3f}"
+            f"  (TP {o['tp']}, FP {o['fp']}, FN {o['fn']})"
+        )
+    print(f"preview: {result.preview}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the AOI flow: buildings of an area of interest into a GeoPackage."""
+    from footprints.flows.aoi import aoi_flow
+    from footprints.models.registry import DEFAULT_MODEL
+
+    summary = aoi_flow(
+        aoi=args.aoi,
+        source=args.source,
+        out=args.out,
+        model=str(args.model or DEFAULT_MODEL),
+        method=args.method,
+        aoi_crs=args.aoi_crs,
+        crs=args.crs,
+        chip_size=args.chip_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        min_area_m2=args.min_area,
+        simplify_m=args.simplify,
+        regularise=args.regularise,
+        dask_address=args.dask_address,
+        dask_workers=args.workers,
+        s3=_s3_options(args),
+        progress=not args.quiet,
+    )
+    for error in summary.errors:
+        print(f"skipped: {error}", file=sys.stderr)
+    print(
+        f"{summary.buildings} buildings from {summary.tiles} tiles ({summary.chips} chips, "
+        f"{summary.skipped_chips} without data, {summary.area_km2:.3f} km2) written to {summary.out}"
+    )
     return 0
 
 
@@ -192,7 +235,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_s3_options(evaluate)
     evaluate.set_defaults(run=cmd_eval)
 
-    demo = commands.add_parser("demo", help="synthetic AOI + default model and baseline + scores")
+    run = commands.add_parser("run", help="buildings of an area of interest into a GeoPackage (AOI flow)")
+    run.add_argument("--aoi", required=True, help="minx,miny,maxx,maxy or a GeoJSON/GeoPackage of polygons")
+    run.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of a bbox AOI (default EPSG:4326)")
+    run.add_argument("--source", required=True, help="folder or s3://bucket/prefix of tiles")
+    run.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
+    run.add_argument("--method", choices=["vec2instance"], help="check the checkpoint is of this method")
+    run.add_argument(
+        "--out", required=True, help="GeoPackage to write (buildings inside the AOI are replaced)"
+    )
+    run.add_argument("--crs", default="EPSG:4326", help="output CRS (default EPSG:4326)")
+    run.add_argument("--chip-size", type=int, default=512, help="chip side in pixels (default 512)")
+    run.add_argument(
+        "--overlap", type=int, default=128, help="pixels shared by neighbouring chips (default 128)"
+    )
+    run.add_argument("--batch-size", type=int, default=4, help="chips per model call (default 4)")
+    run.add_argument(
+        "--min-area", type=float, default=4.0, help="drop outlines under this many m2 (default 4)"
+    )
+    run.add_argument(
+        "--simplify", type=float, default=0.3, help="simplification tolerance in m (default 0.3)"
+    )
+    run.add_argument("--regularise", action="store_true", help="square outlines to their main direction")
+    run.add_argument("--dask-address", help="scheduler of an existing Dask cluster (default: a LocalCluster)")
+    run.add_argument(
+        "--workers", type=int, default=1, help="worker processes of the LocalCluster (default 1)"
+    )
+    _add_s3_options(run)
+    run.set_defaults(run=cmd_run)
+
+    demo = commands.add_parser("demo", help="the main job: a synthetic AOI through the AOI flow, scored")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--tiles", type=int, default=4)
     demo.add_argument("--seed", type=int, default=0)
@@ -208,8 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Prefect's client logs every HTTP request to its local API at INFO.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Prefect's client logs every HTTP request to its local API at INFO, distributed every
+    # scheduler event, pyogrio every layer written: the run's own log says what matters.
+    for chatty in ("httpx", "distributed", "pyogrio"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.run(args)
     except FootprintsError as error:

@@ -77,12 +77,19 @@ class TileSet:
         return self._path_cache[tile.image_key]
 
     def info(self, tile: Tile) -> RasterInfo:
-        """The tile's raster header (read once)."""
-        if tile.image_key not in self._info_cache:
-            self._info_cache[tile.image_key] = raster_info(
-                self.image_path(tile), self.store.describe(tile.image_key)
-            )
-        return self._info_cache[tile.image_key]
+        """The tile's raster header (read once).
+
+        Read in place, without downloading the tile, unless georeferencing sidecars must lie
+        beside it.
+        """
+        key = tile.image_key
+        if key not in self._info_cache:
+            if tile.sidecars:
+                self._info_cache[key] = raster_info(self.image_path(tile), self.store.describe(key))
+            else:
+                with self.store.gdal_env():
+                    self._info_cache[key] = raster_info(self.store.header_path(key), self.store.describe(key))
+        return self._info_cache[key]
 
     @cached_property
     def _shared_labels(self) -> gpd.GeoDataFrame:

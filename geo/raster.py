@@ -98,13 +98,13 @@ def read_window(
         raise InputError(name, f"cannot read pixels, truncated or corrupt? ({first_line(error)})") from error
 
 
-def normalise(
+def stretch_limits(
     image: np.ndarray,
     valid: np.ndarray | None = None,
     low_percentile: float = 2.0,
     high_percentile: float = 98.0,
-) -> np.ndarray:
-    """Stretch each band to [0, 1] between two percentiles of its valid pixels.
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-band percentiles of the valid pixels: the limits `stretch` maps to 0 and 1.
 
     Percentiles instead of the dtype's range make uint8 and 11-bit uint16 sensors look alike to a
     model, and ignore a few saturated pixels.
@@ -116,15 +116,39 @@ def normalise(
         high_percentile: Percentile mapped to 1.
 
     Returns:
-        float32 array of the same shape, clipped to [0, 1]; invalid pixels are 0.
+        (low, high) float32 arrays of one value per band, or None when no pixel is valid.
     """
-    pixels = image.reshape(image.shape[0], -1).astype(np.float32)
-    pixels_valid = pixels[:, valid.reshape(-1)] if valid is not None else pixels
-    if pixels_valid.shape[1] == 0:
+    pixels = image.reshape(image.shape[0], -1)
+    if valid is not None:
+        pixels = pixels[:, valid.reshape(-1)]
+    if pixels.shape[1] == 0:
+        return None
+    low, high = np.percentile(pixels, [low_percentile, high_percentile], axis=1).astype(np.float32)
+    return low, high
+
+
+def stretch(image: np.ndarray, limits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Map each band linearly from its (low, high) limits to [0, 1], clipping outside."""
+    low, high = limits
+    scale = np.where(high > low, high - low, 1.0).astype(np.float32)
+    out = (image.astype(np.float32) - low[:, None, None]) / scale[:, None, None]
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def normalise(image: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Stretch each band to [0, 1] between the 2nd and 98th percentiles of its valid pixels.
+
+    Args:
+        image: (bands, rows, cols) array of any numeric dtype.
+        valid: Optional (rows, cols) boolean mask of pixels that count (not nodata).
+
+    Returns:
+        float32 array of the same shape; invalid pixels are 0.
+    """
+    limits = stretch_limits(image, valid)
+    if limits is None:
         return np.zeros(image.shape, np.float32)
-    low, high = np.percentile(pixels_valid, [low_percentile, high_percentile], axis=1).astype(np.float32)
-    scale = np.where(high > low, high - low, 1.0)
-    out = np.clip((pixels - low[:, None]) / scale[:, None], 0.0, 1.0).reshape(image.shape)
+    out = stretch(image, limits)
     if valid is not None:
         out[:, ~valid] = 0.0
     return out

@@ -211,3 +211,28 @@ def read_polygon_table(path: str | Path) -> gpd.GeoDataFrame:
         raise InputError(str(path), f"needs an image id column (one of {', '.join(IMAGE_ID_COLUMNS)})")
     frame["image_id"] = frame["image_id"].astype(str)
     return frame
+
+
+def score_footprints(
+    truth: gpd.GeoDataFrame, found: gpd.GeoDataFrame, pixel_m: float, iou_threshold: float = 0.5
+) -> ScoreReport:
+    """SpaceNet F1 of georeferenced footprints over a whole area, as one image.
+
+    Both tables are compared in the UTM zone of the truth; the 20 px minimum area of SpaceNet
+    becomes ``20 * pixel_m**2`` square metres.
+
+    Args:
+        truth: Whole buildings, with a CRS.
+        found: Footprints with a CRS and a ``score`` column (the confidence).
+        pixel_m: Pixel size of the imagery in metres.
+        iou_threshold: The IoU a match needs.
+    """
+    metric = truth.estimate_utm_crs()
+    truth_m = gpd.GeoDataFrame(
+        {"image_id": ["area"] * len(truth)}, geometry=truth.to_crs(metric).geometry.values
+    )
+    found_m = gpd.GeoDataFrame(
+        {"image_id": ["area"] * len(found), "confidence": found["score"].to_numpy()},
+        geometry=found.to_crs(metric).geometry.values,
+    )
+    return score(truth_m, found_m, iou_threshold=iou_threshold, min_area=20 * pixel_m**2)

@@ -4,6 +4,9 @@ A store lists objects by prefix, reads and writes bytes, and hands out a local p
 so that rasterio can do window reads on it. S3 objects are downloaded once into a cache keyed by
 the object's identity (bucket, key, ETag and size): a repeated run reads from the cache, and an
 object that changed in the bucket is fetched again.
+
+A raster's header (size, CRS, geotransform) can also be read in place, through GDAL's /vsis3/
+with range requests, so that finding which tiles cover an area downloads none of them.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
+import rasterio
 from botocore import UNSIGNED
 from botocore.config import Config
+from rasterio.session import AWSSession
 
 from .errors import StoreError
 from .files import atomic_file
@@ -68,6 +74,14 @@ class TileStore(Protocol):
         """The object's full address, for messages."""
         ...
 
+    def header_path(self, key: str) -> str:
+        """A path GDAL opens in place (under ``gdal_env``) to read the object's header cheaply."""
+        ...
+
+    def gdal_env(self) -> rasterio.Env:
+        """The GDAL settings ``header_path`` needs."""
+        ...
+
 
 class LocalStore:
     """Objects are files below a root folder."""
@@ -93,6 +107,14 @@ class LocalStore:
                 stat = path.stat()
                 found.append(ObjectInfo(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}"))
         return sorted(found, key=lambda info: info.key)
+
+    def header_path(self, key: str) -> str:
+        """The file's path."""
+        return str(self.root / key)
+
+    def gdal_env(self) -> rasterio.Env:
+        """No settings needed."""
+        return rasterio.Env()
 
     def read_bytes(self, key: str) -> bytes:
         """The file's content."""
@@ -195,6 +217,26 @@ class S3Store:
             if not page.get("IsTruncated"):
                 return sorted(found, key=lambda info: info.key)
             token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def header_path(self, key: str) -> str:
+        """The object's /vsis3/ path."""
+        return f"/vsis3/{self.bucket}/{self._full_key(key)}"
+
+    def gdal_env(self) -> rasterio.Env:
+        """GDAL's S3 settings from the store's options: credentials, endpoint, unsigned requests."""
+        options: dict[str, Any] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+        endpoint = None
+        if self.options.endpoint_url:
+            url = urlsplit(self.options.endpoint_url)
+            endpoint = url.netloc
+            # A custom endpoint (MinIO, moto) serves buckets as paths, often over plain HTTP.
+            options |= {"AWS_HTTPS": "YES" if url.scheme == "https" else "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
+        session = AWSSession(
+            boto3.Session(profile_name=self.options.profile, region_name=self.options.region),
+            aws_unsigned=self.options.unsigned,
+            endpoint_url=endpoint,
+        )
+        return rasterio.Env(session=session, **options)
 
     def head(self, key: str) -> ObjectInfo:
         """Size and ETag of one object, without its content."""

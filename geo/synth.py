@@ -20,8 +20,11 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from rasterio.features import rasterize
 from rasterio.io import MemoryFile
@@ -29,6 +32,11 @@ from rasterio.transform import Affine
 from shapely import affinity, ops
 from shapely.geometry import LineString, Polygon, box, mapping
 from tqdm import tqdm
+
+from .labels import read_label_file
+
+if TYPE_CHECKING:
+    from .layouts import TileSet
 
 __all__ = ["SceneSummary", "write_scene"]
 
@@ -1279,3 +1287,20 @@ def _feature(geom: Polygon, building_id: int, share: float) -> dict:
         },
         "geometry": mapping(geom),
     }
+
+
+def scene_truth(tile_set: TileSet) -> gpd.GeoDataFrame:
+    """The whole buildings of a synthetic scene in longitude/latitude, one row per building.
+
+    Per-tile labels hold the piece of a building inside each tile; pieces carry the building's id,
+    so a building cut by a seam is put back together here.
+    """
+    frames = []
+    for tile in tile_set.tiles:
+        if tile.label_key is not None:
+            path = tile_set.store.local_path(tile.label_key)
+            frames.append(read_label_file(path, tile_set.store.describe(tile.label_key)))
+    pieces = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=frames[0].crs)
+    whole = pieces.dissolve(by="building_id", as_index=False)
+    whole["geometry"] = shapely.make_valid(shapely.buffer(shapely.buffer(whole.geometry.array, 1e-9), -1e-9))
+    return whole[["building_id", "geometry"]]

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
+from pyproj import CRS, Transformer
 from rasterio.features import shapes
 from rasterio.transform import Affine
+
+from .labels import apply_affine
+from .regularise import regularise
 
 
 def mask_to_polygon(mask: np.ndarray, row: int = 0, col: int = 0) -> shapely.Geometry:
@@ -50,3 +54,41 @@ def masks_to_polygons(instances: list, simplify_px: float = 0.0) -> np.ndarray:
     if simplify_px > 0 and len(polygons):
         polygons = shapely.make_valid(shapely.simplify(polygons, simplify_px, preserve_topology=True))
     return polygons
+
+
+def to_metric(pixel_polygons: np.ndarray, transform: Affine, crs: CRS, metric: CRS) -> np.ndarray:
+    """Pixel polygons placed on the map by ``transform`` (into ``crs``), then into ``metric``."""
+    on_map = apply_affine(pixel_polygons, transform)
+    if CRS.from_user_input(crs) == CRS.from_user_input(metric):
+        return on_map
+    transformer = Transformer.from_crs(crs, metric, always_xy=True)
+    return shapely.transform(on_map, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+def tidy_outlines(
+    polygons: np.ndarray, *, min_area_m2: float, simplify_m: float, regularise_outlines: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Outlines in a metric CRS made fit to publish: one valid polygon each, holes kept.
+
+    Simplified with a tolerance in metres, optionally squared (see regularise), reduced to their
+    largest part, and dropped when smaller than ``min_area_m2`` (slivers).
+
+    Returns:
+        The kept polygons and their indexes in ``polygons``.
+    """
+    if len(polygons) == 0:
+        return polygons, np.empty(0, dtype=int)
+    out = shapely.simplify(polygons, simplify_m, preserve_topology=True) if simplify_m > 0 else polygons
+    if regularise_outlines:
+        out = regularise(out)
+    out = np.array([largest_polygon(g) for g in shapely.make_valid(out)], dtype=object)
+    keep = np.flatnonzero(shapely.area(out) >= max(min_area_m2, 1e-9))
+    return out[keep], keep
+
+
+def largest_polygon(geometry: shapely.Geometry) -> shapely.Geometry:
+    """The largest polygon of any geometry (an empty polygon when it has none)."""
+    parts = [p for p in shapely.get_parts(geometry) if isinstance(p, shapely.Polygon) and p.area > 0]
+    if not parts:
+        return shapely.Polygon()
+    return max(parts, key=lambda p: p.area)

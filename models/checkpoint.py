@@ -7,6 +7,7 @@ checkpoint from elsewhere cannot run code when it is opened.
 
 from __future__ import annotations
 
+import io
 import pickle
 import subprocess
 from pathlib import Path
@@ -54,12 +55,12 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(
-    path: str | Path, required: tuple[str, ...] = ("method", "config", "state_dict")
+    path: str | Path | bytes, required: tuple[str, ...] = ("method", "config", "state_dict")
 ) -> dict[str, Any]:
     """Read a checkpoint safely.
 
     Args:
-        path: The file.
+        path: The file, or its content.
         required: Keys it must have.
 
     Returns:
@@ -68,16 +69,20 @@ def load_checkpoint(
     Raises:
         InputError: Missing, unreadable, unsafe or incomplete checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(str(path), "no such checkpoint file")
+    if isinstance(path, bytes):
+        name, source = f"checkpoint of {len(path)} bytes", io.BytesIO(path)
+    else:
+        name = str(path)
+        source = Path(path)
+        if not source.is_file():
+            raise InputError(name, "no such checkpoint file")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
+        record = torch.load(source, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise InputError(str(path), f"not a readable footprints checkpoint ({first_line(error)})") from error
+        raise InputError(name, f"not a readable footprints checkpoint ({first_line(error)})") from error
     if not isinstance(record, dict):
-        raise InputError(str(path), "not a footprints checkpoint (no dict inside)")
+        raise InputError(name, "not a footprints checkpoint (no dict inside)")
     missing = [k for k in required if k not in record]
     if missing:
-        raise InputError(str(path), f"checkpoint lacks {', '.join(missing)}")
+        raise InputError(name, f"checkpoint lacks {', '.join(missing)}")
     return record

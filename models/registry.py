@@ -33,8 +33,8 @@ def build_model(method: str, config: dict | None = None) -> nn.Module:
         raise InputError(method, f"bad configuration ({error})") from error
 
 
-def load_segmenter(path: str | Path, device: torch.device | None = None) -> InstanceSegmenter:
-    """A trained method, ready for ``predict``, from its checkpoint.
+def load_segmenter(path: str | Path | bytes, device: torch.device | None = None) -> InstanceSegmenter:
+    """A trained method, ready for ``predict``, from its checkpoint (a file or its content).
 
     Raises:
         InputError: The checkpoint is unreadable or does not fit its method.
@@ -44,6 +44,7 @@ def load_segmenter(path: str | Path, device: torch.device | None = None) -> Inst
     try:
         model.load_state_dict(record["state_dict"])
     except RuntimeError as error:
-        raise InputError(str(path), f"weights do not fit the {record['method']} model ({error})") from error
+        name = f"checkpoint of {len(path)} bytes" if isinstance(path, bytes) else str(path)
+        raise InputError(name, f"weights do not fit the {record['method']} model ({error})") from error
     _, _, segmenter_type = METHODS[record["method"]]
     return segmenter_type(model, device)

@@ -1,0 +1,145 @@
+"""The GeoPackage people open in QGIS: buildings, a table of runs, and a default style.
+
+The file holds:
+
+- ``buildings``: one valid polygon per building, with a spatial index and the attributes id,
+  score, area_m2, method, model_id, source_tiles and run_id;
+- ``runs``: one row per run that wrote into the file (AOI, parameters, model checksum, code
+  version, timings), so a result can always be traced to what made it;
+- ``layer_styles``: QGIS's table of styles, holding a default style (fill graded by score) that
+  QGIS applies when the layer is opened.
+
+Writing is atomic: the whole file is built beside the target and renamed over it. Writing a run
+into an existing file replaces the buildings inside the run's AOI and keeps the rest, so re-running
+an AOI never duplicates features and runs over neighbouring AOIs can share one file.
+
+GeoPackage 1.2 is written (GDAL's default is newer), as GDAL 3.6, which ships with the QGIS of
+current Debian and Ubuntu LTS releases, warns on opening a 1.4 file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from .errors import InputError, first_line
+
+LAYER = "buildings"
+RUNS = "runs"
+STYLES = "layer_styles"
+COLUMNS = ("id", "score", "area_m2", "method", "model_id", "source_tiles", "run_id")
+
+
+def write_buildings(
+    path: str | Path, buildings: gpd.GeoDataFrame, aoi: shapely.Geometry, run: dict[str, Any]
+) -> int:
+    """Write a run's buildings into a GeoPackage, replacing earlier buildings inside its AOI.
+
+    Args:
+        path: The GeoPackage; created if missing.
+        buildings: Columns score, area_m2, method, model_id, source_tiles, run_id and geometry,
+            in the output CRS. Ids are assigned here.
+        aoi: The run's AOI in the output CRS; earlier buildings whose centre lies inside it are
+            replaced.
+        run: The run's metadata row (values are stored as text, dicts and lists as JSON).
+
+    Returns:
+        Number of buildings in the file after writing.
+
+    Raises:
+        InputError: The existing file is not a GeoPackage of this layout, or uses another CRS.
+    """
+    path = Path(path)
+    earlier, runs = _read_existing(path, buildings.crs)
+    if len(earlier):
+        centres = shapely.point_on_surface(earlier.geometry.to_numpy())
+        earlier = earlier[~shapely.contains(aoi, centres)]
+    first_id = int(earlier["id"].max()) + 1 if len(earlier) else 1
+    fresh = buildings.assign(id=np.arange(first_id, first_id + len(buildings)))
+    parts = [frame[[*COLUMNS, "geometry"]] for frame in (earlier, fresh) if len(frame)]
+    merged = gpd.GeoDataFrame(
+        pd.concat(parts, ignore_index=True) if parts else fresh[[*COLUMNS, "geometry"]],
+        geometry="geometry",
+        crs=buildings.crs,
+    )
+    row = pd.DataFrame([{k: _text(v) for k, v in run.items()}])
+    runs = pd.concat([runs, row], ignore_index=True) if len(runs) else row
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gpkg", dir=path.parent)
+    os.close(handle)
+    os.unlink(tmp)  # GDAL creates the file itself
+    try:
+        pyogrio.write_dataframe(
+            merged,
+            tmp,
+            layer=LAYER,
+            driver="GPKG",
+            promote_to_multi=False,
+            geometry_type="Polygon",
+            dataset_options={"VERSION": "1.2"},
+            layer_options={"SPATIAL_INDEX": "YES"},
+        )
+        pyogrio.write_dataframe(runs.astype(str), tmp, layer=RUNS, driver="GPKG")
+        pyogrio.write_dataframe(_style_table(), tmp, layer=STYLES, driver="GPKG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return len(merged)
+
+
+def _read_existing(path: Path, crs: Any) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    if not path.exists():
+        return gpd.GeoDataFrame(), pd.DataFrame()
+    try:
+        layers = {name for name, _ in pyogrio.list_layers(path)}
+        if LAYER not in layers:
+            raise InputError(str(path), f"exists but has no {LAYER!r} layer; refusing to overwrite it")
+        earlier = pyogrio.read_dataframe(path, layer=LAYER)
+        runs = pyogrio.read_dataframe(path, layer=RUNS) if RUNS in layers else pd.DataFrame()
+    except pyogrio.errors.DataSourceError as error:
+        raise InputError(
+            str(path), f"exists but is not a readable GeoPackage ({first_line(error)})"
+        ) from error
+    if earlier.crs is not None and not earlier.crs.equals(crs):
+        raise InputError(str(path), f"holds buildings in {earlier.crs.to_string()}, this run writes {crs}")
+    return earlier, runs
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict | list | tuple) else str(value)
+
+
+def _style_table() -> pd.DataFrame:
+    """QGIS's layer_styles table with the default style of the buildings layer."""
+    styles = files("footprints.geo") / "styles"
+    return pd.DataFrame(
+        [
+            {
+                "f_table_catalog": "",
+                "f_table_schema": "",
+                "f_table_name": LAYER,
+                "f_geometry_column": "geom",
+                "styleName": "footprints",
+                "styleQML": (styles / "buildings.qml").read_text(),
+                "styleSLD": (styles / "buildings.sld").read_text(),
+                "useAsDefault": True,
+                "description": "Buildings shaded by score",
+                "owner": "footprints",
+                "ui": None,
+                "update_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        ]
+    )

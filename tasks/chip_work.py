@@ -1,0 +1,199 @@
+"""The Dask side of an AOI run: batches of chips in, small polygon tables out.
+
+Pixels never leave a worker: a batch is read from the tiles, segmented, vectorised and
+georeferenced where it runs, and only polygons (as WKB) and timings come back. The model is loaded
+once per worker by a worker plugin, which carries the checkpoint's bytes so that workers of a
+remote cluster need no access to the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import shapely
+import torch
+from distributed import Worker, WorkerPlugin, get_worker
+from pyproj import CRS
+
+from footprints.geo.chips import Chip, ChipPlan, Limits, TileFootprint, read_chip, tile_limits
+from footprints.geo.errors import FootprintsError
+from footprints.geo.stores import S3Options, TileStore, open_store
+from footprints.geo.vectorise import mask_to_polygon, tidy_outlines, to_metric
+from footprints.models.instances import InstanceSegmenter
+from footprints.models.registry import load_segmenter
+
+log = logging.getLogger(__name__)
+
+# Stretch limits of this many tiles are kept per worker: a few numbers each, so memory stays flat.
+_LIMITS_KEPT = 256
+
+
+@dataclass(frozen=True)
+class Model:
+    """A checkpoint as a run uses it: its bytes, method and identity."""
+
+    content: bytes
+    method: str
+    model_id: str
+    sha256: str
+
+    def load(self) -> InstanceSegmenter:
+        """The segmenter, on this machine's GPU when it has one."""
+        return load_segmenter(self.content)
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads a model once on every worker (on its GPU when it has one) and keeps tile caches."""
+
+    def __init__(self, model: Model, source: str, s3: S3Options) -> None:
+        self.model = model
+        self.source = source
+        self.s3 = s3
+        self.name = f"footprints-{model.sha256[:16]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+        self.segmenter: InstanceSegmenter | None = None
+        self.store: TileStore | None = None
+        self.paths: dict[str, Path] = {}
+        self.limits: OrderedDict[str, Limits | None] = OrderedDict()
+
+    def setup(self, worker: Worker) -> None:
+        """Load the model; share the worker's cores between its threads' forward passes."""
+        torch.set_num_threads(max(1, (torch.get_num_threads() or 1) // max(1, worker.state.nthreads)))
+        self.segmenter = self.model.load()
+        self.store = open_store(self.source, self.s3)
+
+    def path(self, fp: TileFootprint) -> Path:
+        """The tile's local file (downloaded once into the cache for an S3 source)."""
+        if fp.key not in self.paths:
+            assert self.store is not None
+            self.paths[fp.key] = self.store.local_path(fp.key, fp.sidecars)
+        return self.paths[fp.key]
+
+    def tile_limits(self, fp: TileFootprint) -> Limits | None:
+        """The tile's stretch limits, computed once per worker."""
+        if fp.key not in self.limits:
+            assert self.store is not None
+            self.limits[fp.key] = tile_limits(self.path(fp), fp, self.store.describe(fp.key))
+            if len(self.limits) > _LIMITS_KEPT:
+                self.limits.popitem(last=False)
+        return self.limits[fp.key]
+
+
+@dataclass(frozen=True)
+class Vectorising:
+    """How instance masks become published outlines."""
+
+    metric_crs: CRS
+    min_area_m2: float = 4.0
+    simplify_m: float = 0.3
+    regularise: bool = False
+
+
+@dataclass
+class BatchResult:
+    """What a batch sends back: polygons in the metric CRS and where they came from.
+
+    Attributes:
+        wkb: Polygons as WKB.
+        score: Confidences.
+        chip: Chip id of each polygon.
+        cut: Whether the instance touches its chip's border.
+        owned: Whether its chip owns it (centre in the core, or whole and larger than the overlap).
+        seconds: Time spent reading, in the model, and vectorising.
+        skipped: Ids of chips without valid pixels.
+        errors: One line per chip that could not be read.
+        worker: Address of the worker that ran the batch.
+    """
+
+    wkb: list[bytes] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    chip: list[int] = field(default_factory=list)
+    cut: list[bool] = field(default_factory=list)
+    owned: list[bool] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "model": 0.0, "vectorise": 0.0})
+    skipped: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    worker: str = ""
+
+
+def segment_batch(plugin: str, plan: ChipPlan, chip_ids: list[int], vectorising: Vectorising) -> BatchResult:
+    """Read, segment and vectorise a batch of chips on this worker.
+
+    A chip whose tiles cannot be read is reported in ``errors`` and skipped; the rest of the
+    batch goes on.
+    """
+    worker = get_worker()
+    model: ModelPlugin = worker.plugins[plugin]  # type: ignore[assignment]
+    assert model.segmenter is not None
+    assert model.store is not None
+    result = BatchResult(worker=worker.address)
+
+    started = time.perf_counter()
+    chips, images, valids = [], [], []
+    for chip in (plan.chips[i] for i in chip_ids):
+        try:
+            image, valid = read_chip(chip, plan, model.path, model.tile_limits, model.store.describe)
+        except FootprintsError as error:
+            result.errors.append(f"chip {chip.id}: {error}")
+            continue
+        if not valid.any():
+            result.skipped.append(chip.id)
+            continue
+        chips.append(chip)
+        images.append(image)
+        valids.append(valid)
+    result.seconds["read"] = time.perf_counter() - started
+    if not chips:
+        return result
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        found = model.segmenter.predict(torch.from_numpy(np.stack(images)))
+    result.seconds["model"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    for chip, valid, instances in zip(chips, valids, found, strict=True):
+        _add_chip(result, plan, chip, valid, instances, vectorising)
+    result.seconds["vectorise"] = time.perf_counter() - started
+    return result
+
+
+def _add_chip(
+    result: BatchResult, plan: ChipPlan, chip: Chip, valid: np.ndarray, instances: list, how: Vectorising
+) -> None:
+    """Vectorise one chip's instances into the result, with their cut and owned flags."""
+    overlap = plan.overlap
+    instances = [i for i in instances if i.mask.any()]
+    if not instances:
+        return
+    cut, rows, cols, extent = [], [], [], []
+    for inst in instances:
+        r = np.flatnonzero(inst.mask.any(axis=1)) + inst.row
+        c = np.flatnonzero(inst.mask.any(axis=0)) + inst.col
+        cut.append(r[0] == 0 or c[0] == 0 or r[-1] == chip.size - 1 or c[-1] == chip.size - 1)
+        rows.append((r[0] + r[-1] + 1) / 2)
+        cols.append((c[0] + c[-1] + 1) / 2)
+        extent.append(max(r[-1] - r[0], c[-1] - c[0]) + 1)
+    rows_a, cols_a = np.array(rows), np.array(cols)
+    # An instance centred on nodata is an artefact of the fill, not a building.
+    on_data = valid[rows_a.astype(int), cols_a.astype(int)]
+    # A whole instance larger than the overlap cannot be seen whole by the chip owning its centre.
+    owned = chip.owns(rows_a + chip.row, cols_a + chip.col) | (~np.array(cut) & (np.array(extent) > overlap))
+    pixels = np.array([mask_to_polygon(i.mask, i.row, i.col) for i in instances], dtype=object)
+    metric = to_metric(pixels, chip.transform(plan.grid), plan.grid.crs, how.metric_crs)
+    tidy, kept = tidy_outlines(
+        metric, min_area_m2=how.min_area_m2, simplify_m=how.simplify_m, regularise_outlines=how.regularise
+    )
+    for polygon, k in zip(tidy, kept, strict=True):
+        if not on_data[k]:
+            continue
+        result.wkb.append(shapely.to_wkb(polygon))
+        result.score.append(float(instances[k].score))
+        result.chip.append(chip.id)
+        result.cut.append(bool(cut[k]))
+        result.owned.append(bool(owned[k]))

@@ -1,0 +1,214 @@
+"""The Prefect tasks of an AOI run: plan, segment (fanned out over Dask), merge, write.
+
+What crosses these tasks is small: the AOI, the chip plan (windows and tile headers), polygon
+tables. Pixels stay on the Dask workers (see chip_work.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from distributed import Client, as_completed
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from tqdm.auto import tqdm
+
+from footprints.geo.aoi import Aoi, read_aoi
+from footprints.geo.chips import ChipPlan, TileFootprint, covering_tiles, footprint_polygons, plan_chips
+from footprints.geo.dedup import Candidates, deduplicate
+from footprints.geo.errors import InputError
+from footprints.geo.geopackage import write_buildings
+from footprints.geo.layouts import find_tiles
+from footprints.geo.stores import S3Options, open_store
+from footprints.geo.vectorise import to_metric
+from footprints.models.checkpoint import load_checkpoint
+
+from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Segmented:
+    """What the segment stage found: every instance of every chip, and how the chips went."""
+
+    candidates: Candidates
+    chips: int
+    skipped: int
+    errors: list[str]
+    seconds: dict[str, float]
+    workers: set[str] = field(default_factory=set)
+
+
+@task(cache_policy=NO_CACHE)
+def load_aoi(aoi: str, aoi_crs: str = "EPSG:4326") -> Aoi:
+    """The AOI from a bbox or file, refused up front when unusable."""
+    return read_aoi(aoi, aoi_crs)
+
+
+@task(cache_policy=NO_CACHE)
+def load_model(path: str | Path, method: str | None = None) -> Model:
+    """Read a checkpoint once, check its method, and name it by file and checksum."""
+    record = load_checkpoint(path)
+    if method is not None and method != record["method"]:
+        raise InputError(str(path), f"is a {record['method']} checkpoint, not {method}")
+    content = Path(path).read_bytes()
+    digest = hashlib.sha256(content).hexdigest()
+    return Model(content, record["method"], f"{Path(path).stem}@{digest[:12]}", digest)
+
+
+@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def plan_run(aoi: Aoi, source: str, s3: S3Options, chip_size: int, overlap: int) -> ChipPlan:
+    """Find the tiles under the AOI (headers only, read in place) and lay the chip grid."""
+    tile_set = find_tiles(open_store(source, s3))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        infos = list(pool.map(tile_set.info, tile_set.tiles))
+    footprints = [
+        TileFootprint(t.image_key, t.sidecars, i) for t, i in zip(tile_set.tiles, infos, strict=True)
+    ]
+    plan = plan_chips(aoi, covering_tiles(aoi, footprints), chip_size, overlap)
+    log.info(
+        "%d of %d tiles cover the AOI; %d chips of %d px (overlap %d)",
+        len(plan.tiles),
+        len(footprints),
+        len(plan.chips),
+        chip_size,
+        overlap,
+    )
+    return plan
+
+
+@task(cache_policy=NO_CACHE)
+def segment_chips(
+    plan: ChipPlan,
+    model: Model,
+    source: str,
+    s3: S3Options,
+    vectorising: Vectorising,
+    dask_address: str,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> Segmented:
+    """Fan the chips out to the Dask cluster in batches and gather their polygons.
+
+    Inference asks for a ``GPU`` resource when any worker of the cluster offers one; the model
+    is loaded once per worker by a worker plugin.
+    """
+    with Client(dask_address) as client:
+        plugin = ModelPlugin(model, source, s3)
+        client.register_plugin(plugin, name=plugin.name)
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        resources = {"GPU": 1} if any("GPU" in w.get("resources", {}) for w in workers) else None
+        shared_plan = client.scatter(plan, broadcast=True)
+        ids = [chip.id for chip in plan.chips]
+        batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+        futures = [
+            client.submit(
+                segment_batch,
+                plugin.name,
+                shared_plan,
+                batch,
+                vectorising,
+                resources=resources,
+                retries=2,
+                pure=False,
+            )
+            for batch in batches
+        ]
+        chips_of = {future.key: len(batch) for future, batch in zip(futures, batches, strict=True)}
+        results: list[BatchResult] = []
+        with tqdm(total=len(ids), desc="segment", unit="chip", disable=not progress) as bar:
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update(chips_of[future.key])
+    return _gather(plan, results, vectorising)
+
+
+def _gather(plan: ChipPlan, results: list[BatchResult], vectorising: Vectorising) -> Segmented:
+    errors = [e for r in results for e in r.errors]
+    for error in errors:
+        log.warning("skipped a chip: %s", error)
+    boxes_px = [shapely.box(c.col, c.row, c.col + c.size, c.row + c.size) for c in plan.chips]
+    chip_boxes = to_metric(
+        np.array(boxes_px, dtype=object), plan.grid.transform, plan.grid.crs, vectorising.metric_crs
+    )
+    candidates = Candidates(
+        geometry=shapely.from_wkb(np.array([w for r in results for w in r.wkb], dtype=object)),
+        score=np.array([s for r in results for s in r.score], dtype=float),
+        chip=np.array([c for r in results for c in r.chip], dtype=int),
+        cut=np.array([c for r in results for c in r.cut], dtype=bool),
+        owned=np.array([o for r in results for o in r.owned], dtype=bool),
+        chip_boxes=chip_boxes,
+    )
+    seconds = {k: sum(r.seconds[k] for r in results) for k in ("read", "model", "vectorise")}
+    return Segmented(
+        candidates,
+        chips=len(plan.chips),
+        skipped=sum(len(r.skipped) for r in results),
+        errors=errors,
+        seconds=seconds,
+        workers={r.worker for r in results},
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def merge_buildings(
+    segmented: Segmented, plan: ChipPlan, aoi: Aoi, vectorising: Vectorising
+) -> gpd.GeoDataFrame:
+    """Deduplicate across chips and seams, keep buildings centred in the AOI, name source tiles.
+
+    Returns:
+        Columns score, area_m2, source_tiles and geometry, in the metric CRS, best first.
+    """
+    metric = vectorising.metric_crs
+    pixel_m = (
+        float(np.sqrt(np.median(shapely.area(segmented.candidates.chip_boxes)))) / plan.size
+        if plan.chips
+        else 1.0
+    )
+    buildings = deduplicate(segmented.candidates, pixel_m, min_area_m2=vectorising.min_area_m2)
+    area = aoi.to_crs(metric)
+    inside = shapely.contains(area, shapely.point_on_surface(buildings.geometry))
+    geometry, score = buildings.geometry[inside], buildings.score[inside]
+
+    keys = list(plan.tiles)
+    outlines = footprint_polygons(plan.tiles.values(), metric)
+    building_idx, tile_idx = shapely.STRtree(outlines).query(geometry, predicate="intersects")
+    sources = [[] for _ in geometry]
+    for b, t in zip(building_idx, tile_idx, strict=True):
+        sources[b].append(keys[t])
+    return gpd.GeoDataFrame(
+        {
+            "score": np.round(score, 4),
+            "area_m2": np.round(shapely.area(geometry), 2),
+            "source_tiles": [";".join(sorted(s)) for s in sources],
+        },
+        geometry=geometry,
+        crs=metric,
+    )
+
+
+@task(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def write_geopackage(
+    buildings: gpd.GeoDataFrame, out: Path, aoi: Aoi, crs: str, model: Model, run: dict
+) -> int:
+    """Write the buildings in the output CRS with their provenance; returns the file's feature count."""
+    table = buildings.to_crs(crs).assign(method=model.method, model_id=model.model_id, run_id=run["run_id"])
+    started = time.perf_counter()
+    count = write_buildings(out, table, aoi.to_crs(crs), run)
+    log.info(
+        "wrote %d buildings (%d in the file) to %s in %.1f s",
+        len(table),
+        count,
+        out,
+        time.perf_counter() - started,
+    )
+    return count

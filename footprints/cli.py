@@ -104,8 +104,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the AOI flow: buildings of an area of interest into a GeoPackage."""
     from footprints.flows.aoi import aoi_flow
+    from footprints.geo.aoi import read_aoi
     from footprints.models.registry import DEFAULT_MODEL
 
+    read_aoi(args.aoi, args.aoi_crs)  # a bad AOI is refused before anything starts
     summary = aoi_flow(
         aoi=args.aoi,
         source=args.source,

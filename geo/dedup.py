@@ -6,7 +6,7 @@ chip border cuts comes out of that chip as a fragment. The rules, in order:
 1. **Join fragments.** Instances that touch their chip's border are fragments. Two fragments from
    different chips are parts of one building when they agree where their chips meet: clipped to
    the chips' shared strip (widened by a pixel, so that chips that merely abut have one too) and
-   widened by a pixel, their IoU is at least ``join_iou``. Such fragments are unioned; row houses
+   widened by two pixels, their IoU is at least ``join_iou``. Such fragments are unioned; row houses
    that share a wall do not agree along the seam and stay apart.
 2. **Keep what a chip owns.** An instance counts only from the chip that owns it (see chips.py:
    its centre lies in the chip's core, or it is whole and larger than the overlap, which no other
@@ -132,8 +132,10 @@ def _join_fragments(found: Candidates, pixel_m: float, join_iou: float) -> list[
             ),
             0,
         )
-        part_a = shapely.buffer(shapely.intersection(found.geometry[a], strip), pixel_m)
-        part_b = shapely.buffer(shapely.intersection(found.geometry[b], strip), pixel_m)
+        # Two pixels of widening make fragments that abut across a line overlap by most of
+        # their width; one would leave their IoU just under a half.
+        part_a = shapely.buffer(shapely.intersection(found.geometry[a], strip), 2 * pixel_m)
+        part_b = shapely.buffer(shapely.intersection(found.geometry[b], strip), 2 * pixel_m)
         inter = shapely.area(shapely.intersection(part_a, part_b))
         union = shapely.area(shapely.union(part_a, part_b))
         agree = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0) >= join_iou

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from prefect.testing.utilities import prefect_test_harness
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -34,6 +36,14 @@ def _free_port() -> int:
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     return _free_port()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_session_credentials() -> None:
+    """Dummy credentials for session- and module-scoped fixtures (the moto servers' buckets)."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +97,12 @@ def s3_endpoint_checking_credentials() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.terminate()
     server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """Prefect's test harness: a temporary API server for the session; yields its URL."""
+    from prefect.settings import PREFECT_API_URL
+
+    with prefect_test_harness():
+        yield str(PREFECT_API_URL.value())

@@ -1,15 +1,17 @@
-"""The command line end to end: synthetic scenes to S3, and the main job's baseline."""
+"""The command line end to end: synthetic scenes to S3, and the main job."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 
 from footprints.cli import main
 from footprints.geo.layouts import find_tiles
+from footprints.geo.scoring import score_footprints
 from footprints.geo.stores import S3Options, open_store
+from footprints.geo.synth import scene_truth
 
 
 def test_synth_writes_a_spacenet2_aoi_to_s3(
@@ -33,22 +35,21 @@ def test_synth_writes_a_spacenet2_aoi_to_s3(
         assert len(from_geojson) == len(from_csv) > 0
 
 
-def test_main_job_scores_the_default_model_and_the_baseline(
+def test_main_job_runs_the_aoi_flow_and_scores_its_geopackage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["-q", "demo", "--out", str(tmp_path), "--tiles", "4", "--seed", "3"]) == 0
     printed = capsys.readouterr().out
+    gpkg = tmp_path / "buildings.gpkg"
+    assert str(gpkg) in printed
     assert (tmp_path / "preview.png").stat().st_size > 10_000
-    truth = tmp_path / "scene/AOI_9_Synthetic_Train/summaryData/AOI_9_Synthetic_Train_Building_Solutions.csv"
-    f1 = {}
-    for name in ("model", "baseline"):
-        # The proposals files are valid SpaceNet CSVs: scoring them again gives the printed figures.
-        proposals = tmp_path / f"{name}_proposals.csv"
-        assert main(["score", "--truth", str(truth), "--proposals", str(proposals), "--json"]) == 0
-        overall = json.loads(capsys.readouterr().out)["overall"]
-        assert f"{overall['f1']:.4f}" in printed
-        assert overall["tp"] + overall["fn"] > 50
-        f1[name] = overall["f1"]
-    # A brightness threshold must not solve the synthetic scenes; the shipped model does far better.
-    assert f1["baseline"] < 0.3
-    assert f1["model"] > 0.6
+    # The printed F1 is the GeoPackage's, scored again here against the scene's whole buildings.
+    truth = scene_truth(find_tiles(open_store(tmp_path / "scene")))
+    found = gpd.read_file(gpkg, layer="buildings", engine="pyogrio")
+    overall = score_footprints(truth, found, 0.3).overall
+    assert f"model: F1 {overall['f1']:.3f}" in printed
+    assert overall["tp"] + overall["fn"] > 100
+    # A brightness threshold does not solve the synthetic scenes; the shipped model does far better.
+    baseline_f1 = float(printed.split("threshold baseline: F1 ")[1].split()[0])
+    assert baseline_f1 < 0.3
+    assert overall["f1"] > 0.6

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import shapely
 import torch
-from prefect.testing.utilities import prefect_test_harness
 
 from footprints.cli import main
 from footprints.flows.training import train_flow
@@ -39,12 +37,6 @@ def untrained_checkpoint(path: Path) -> Path:
     return save_checkpoint(
         path, {"method": "vec2instance", "config": model.config.to_dict(), "state_dict": model.state_dict()}
     )
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> Iterator[None]:
-    with prefect_test_harness():
-        yield
 
 
 def test_small_model_overfits_one_tile(one_tile: str, tmp_path: Path) -> None:

@@ -1,0 +1,132 @@
+"""A scene of plain blocks on flat ground, and a segmenter that reads it perfectly.
+
+The blocks are bright, the ground dark and every block stands apart, so connected components of
+the bright pixels are exactly the buildings wherever a chip is cut: what differs between two
+chippings of this scene is what the pipeline does with chips, never what a model sees. Blocks
+cross the seams of the 2 x 2 tile grid, one sits on the corner where four tiles meet, one is
+larger than any chip overlap the tests use, and one has a courtyard (a hole).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.features import rasterize, shapes
+from rasterio.transform import Affine
+
+from footprints.models.instances import Instance
+from footprints.tasks.chip_work import Model
+
+TILE = 160
+PIXEL_M = 0.5
+CRS = "EPSG:32611"
+ORIGIN = (500_000.0, 4_000_000.0)  # top-left corner, UTM metres
+GROUND, ROOF = 40, 220
+
+# Blocks in scene pixels (col0, row0, col1, row1), on a 320 x 320 scene of 2 x 2 tiles.
+BLOCKS = [
+    (10, 10, 40, 30),
+    (60, 12, 90, 50),
+    (120, 20, 150, 35),  # stops short of the vertical seam at 160
+    (150, 60, 175, 85),  # crosses the vertical seam
+    (145, 145, 180, 175),  # on the corner of four tiles
+    (20, 150, 60, 172),  # crosses the horizontal seam
+    (200, 20, 290, 110),  # 90 px: larger than the overlaps the tests use
+    (30, 220, 70, 300),
+    (230, 200, 300, 270),  # with a courtyard, below
+    (100, 240, 140, 255),
+    (110, 100, 130, 130),
+]
+COURTYARD = (250, 220, 280, 250)
+
+
+def scene_polygons() -> list[shapely.Polygon]:
+    """The buildings in scene pixels (the courtyard cut out of its block)."""
+    polygons = [shapely.box(*b) for b in BLOCKS]
+    polygons[8] = polygons[8].difference(shapely.box(*COURTYARD))
+    return polygons
+
+
+def scene_transform() -> Affine:
+    """Scene pixels to UTM."""
+    return Affine(PIXEL_M, 0, ORIGIN[0], 0, -PIXEL_M, ORIGIN[1])
+
+
+def write_block_scene(folder: Path, nodata_left_of: int | None = None) -> list[Path]:
+    """Write the 2 x 2 tiles as GeoTIFFs (uint8, 3 bands) in a plain folder.
+
+    Args:
+        folder: Where to write.
+        nodata_left_of: If set, scene columns left of this are nodata (0, declared), as at the
+            edge of a real acquisition.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = rasterize(
+        [(p, 1) for p in scene_polygons()], out_shape=(2 * TILE, 2 * TILE), fill=0, dtype="uint8"
+    )
+    pixels = np.where(scene == 1, ROOF, GROUND).astype(np.uint8)
+    # Gentle texture, so that the per-tile stretch has a spread to work with.
+    pixels = pixels + (np.indices(pixels.shape).sum(axis=0) % 7).astype(np.uint8)
+    if nodata_left_of is not None:
+        pixels[:, :nodata_left_of] = 0
+    paths = []
+    for row in range(2):
+        for col in range(2):
+            window = pixels[row * TILE : (row + 1) * TILE, col * TILE : (col + 1) * TILE]
+            transform = scene_transform() @ Affine.translation(col * TILE, row * TILE)
+            path = folder / f"tile_r{row}_c{col}.tif"
+            with rasterio.open(
+                path,
+                "w",
+                driver="GTiff",
+                width=TILE,
+                height=TILE,
+                count=3,
+                dtype="uint8",
+                crs=CRS,
+                transform=transform,
+                nodata=0 if nodata_left_of is not None else None,
+            ) as dst:
+                dst.write(np.repeat(window[None], 3, axis=0))
+            paths.append(path)
+    return paths
+
+
+class BlockSegmenter:
+    """Connected components of bright pixels, each as an instance with score 1."""
+
+    device = torch.device("cpu")
+
+    def predict(self, chips: torch.Tensor) -> list[list[Instance]]:
+        """Per chip, its bright components."""
+        found = []
+        for chip in chips.numpy():
+            bright = (chip.mean(axis=0) > 0.5).astype(np.uint8)
+            instances = []
+            for geometry, _ in shapes(bright, mask=bright.astype(bool)):
+                polygon = shapely.geometry.shape(geometry)
+                col0, row0, col1, row1 = (int(v) for v in polygon.bounds)
+                shifted = shapely.affinity.translate(polygon, -col0, -row0)
+                with warnings.catch_warnings():  # pixel coordinates, on purpose
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    mask = rasterize([(shifted, 1)], out_shape=(row1 - row0, col1 - col0), dtype="uint8")
+                instances.append(Instance(mask.astype(bool), row0, col0, 1.0))
+            found.append(instances)
+        return found
+
+
+class BlockModel(Model):
+    """A Model whose workers load the BlockSegmenter instead of a checkpoint."""
+
+    def load(self) -> BlockSegmenter:
+        """The perfect segmenter of block scenes."""
+        return BlockSegmenter()
+
+
+BLOCK_MODEL = BlockModel(b"", "blocks", "blocks@test", "0" * 64)

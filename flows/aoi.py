@@ -8,6 +8,7 @@ a scheduled deployment (``prefect.yaml``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -67,14 +68,15 @@ class RunSummary:
 
 
 @contextmanager
-def dask_cluster(address: str | None, workers: int = 1) -> Iterator[str]:
-    """The scheduler address of an existing cluster, or of a LocalCluster started for the run.
+def dask_cluster(address: str | None, workers: int = 1) -> Iterator[tuple[str, int | None]]:
+    """The scheduler address of an existing cluster, or of a LocalCluster started for the run,
+    with the threads each forward pass may use (None: let each worker decide).
 
-    The local cluster's workers are processes with one thread each: a forward pass already uses
-    every core of its process.
+    The local cluster's workers are processes with one thread each, and the machine's cores are
+    shared between their forward passes.
     """
     if address:
-        yield address
+        yield address, None
         return
     with LocalCluster(
         n_workers=workers,
@@ -83,7 +85,7 @@ def dask_cluster(address: str | None, workers: int = 1) -> Iterator[str]:
         dashboard_address=None,
         silence_logs=logging.ERROR,
     ) as cluster:
-        yield cluster.scheduler_address
+        yield cluster.scheduler_address, max(1, (os.cpu_count() or 1) // workers)
 
 
 @flow(name="aoi-footprints", log_prints=True)
@@ -143,8 +145,10 @@ def aoi_flow(
     seconds["plan"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    with dask_cluster(dask_address, dask_workers) as address:
-        segmented = segment_chips(plan, checkpoint, source, s3, vectorising, address, batch_size, progress)
+    with dask_cluster(dask_address, dask_workers) as (address, threads):
+        segmented = segment_chips(
+            plan, checkpoint, source, s3, vectorising, address, batch_size, progress, torch_threads=threads
+        )
     seconds["segment"] = time.perf_counter() - clock
     seconds |= {f"worker_{k}": v for k, v in segmented.seconds.items()}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -51,8 +52,16 @@ class Model:
 class ModelPlugin(WorkerPlugin):
     """Loads a model once on every worker (on its GPU when it has one) and keeps tile caches."""
 
-    def __init__(self, model: Model, source: str, s3: S3Options) -> None:
+    def __init__(self, model: Model, source: str, s3: S3Options, torch_threads: int | None = None) -> None:
+        """Args:
+        model: The model to load.
+        source: Where the tiles are.
+        s3: How to reach an S3 source.
+        torch_threads: Threads of each forward pass; None shares the machine's cores between
+            the worker's threads (one worker per machine, the usual GPU set-up).
+        """
         self.model = model
+        self.torch_threads = torch_threads
         self.source = source
         self.s3 = s3
         self.name = f"footprints-{model.sha256[:16]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
@@ -62,8 +71,13 @@ class ModelPlugin(WorkerPlugin):
         self.limits: OrderedDict[str, Limits | None] = OrderedDict()
 
     def setup(self, worker: Worker) -> None:
-        """Load the model; share the worker's cores between its threads' forward passes."""
-        torch.set_num_threads(max(1, (torch.get_num_threads() or 1) // max(1, worker.state.nthreads)))
+        """Load the model; share the machine's cores between the forward passes running at once.
+
+        Dask starts worker processes with OMP_NUM_THREADS=1, which would leave a forward pass on
+        one core; the share is set explicitly instead.
+        """
+        threads = self.torch_threads or (os.cpu_count() or 1) // max(1, worker.state.nthreads)
+        torch.set_num_threads(max(1, threads))
         self.segmenter = self.model.load()
         self.store = open_store(self.source, self.s3)
 

@@ -96,14 +96,16 @@ def segment_chips(
     dask_address: str,
     batch_size: int = 4,
     progress: bool = True,
+    torch_threads: int | None = None,
 ) -> Segmented:
     """Fan the chips out to the Dask cluster in batches and gather their polygons.
 
     Inference asks for a ``GPU`` resource when any worker of the cluster offers one; the model
-    is loaded once per worker by a worker plugin.
+    is loaded once per worker by a worker plugin. ``torch_threads`` sets the threads of each
+    forward pass (see ModelPlugin).
     """
     with Client(dask_address) as client:
-        plugin = ModelPlugin(model, source, s3)
+        plugin = ModelPlugin(model, source, s3, torch_threads)
         client.register_plugin(plugin, name=plugin.name)
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         resources = {"GPU": 1} if any("GPU" in w.get("resources", {}) for w in workers) else None

@@ -1,0 +1,179 @@
+"""End-to-end throughput of the AOI flow on synthetic AOIs of growing size.
+
+For each AOI size, every measurement runs in a fresh process (so peak memory is that run's own):
+the flow over the whole AOI with a LocalCluster started beforehand, then the bare model forward
+pass (``segmenter.predict``) over the same chips, read beforehand, in the same batches. Prints a
+table: tiles/s and km^2/h end to end, peak memory of the flow's process and of the worker, the
+share of time per stage, and the ratio of end-to-end time to the bare forward pass.
+
+    python benchmarks/aoi_throughput.py --tiles 16 64 256 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STAGES = ("plan", "worker_read", "worker_model", "worker_vectorise", "merge", "write")
+
+
+def measure(scene: Path, chip: int, overlap: int, batch: int) -> dict:
+    """One run of the flow and of the bare forward pass over the same chips (in this process)."""
+    import numpy as np
+    import torch
+    from distributed import Client, LocalCluster
+    from prefect import flow
+
+    from footprints.flows.aoi import aoi_flow
+    from footprints.geo.aoi import read_aoi
+    from footprints.geo.chips import read_chip
+    from footprints.geo.layouts import find_tiles
+    from footprints.geo.stores import LocalStore, S3Options
+    from footprints.models.registry import DEFAULT_MODEL, load_segmenter
+    from footprints.tasks.inference import plan_run
+
+    @flow
+    def warm_up() -> None:
+        """Start the ephemeral Prefect API before the clock runs."""
+
+    warm_up()
+    tile_set = find_tiles(LocalStore(scene))
+    bounds = np.array([tile_set.info(t).bounds for t in tile_set.tiles])
+    bbox = ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
+    with (
+        tempfile.TemporaryDirectory() as out,
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+    ):
+        started = time.perf_counter()
+        summary = aoi_flow(
+            bbox,
+            str(scene),
+            f"{out}/b.gpkg",
+            chip_size=chip,
+            overlap=overlap,
+            batch_size=batch,
+            dask_address=cluster.scheduler_address,
+            progress=False,
+        )
+        wall = time.perf_counter() - started
+        with Client(cluster.scheduler_address) as client:
+            worker_kib = max(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
+
+    plan = plan_run.fn(read_aoi(bbox), str(scene), S3Options(), chip, overlap)
+    segmenter = load_segmenter(DEFAULT_MODEL)
+    store = LocalStore(scene)
+    from footprints.geo.chips import tile_limits
+
+    paths = {k: store.local_path(k) for k in plan.tiles}
+    limits = {k: tile_limits(paths[k], fp, k) for k, fp in plan.tiles.items()}
+    forward = 0.0
+    chips = list(plan.chips)
+    for i in range(0, len(chips), batch):
+        images = [
+            read_chip(c, plan, lambda fp: paths[fp.key], lambda fp: limits[fp.key])[0]
+            for c in chips[i : i + batch]
+        ]
+        started = time.perf_counter()
+        with torch.inference_mode():
+            segmenter.predict(torch.from_numpy(np.stack(images)))
+        forward += time.perf_counter() - started
+    return {
+        "wall": wall,
+        "forward": forward,
+        "km2": summary.area_km2,
+        "tiles": summary.tiles,
+        "chips": summary.chips,
+        "buildings": summary.buildings,
+        "seconds": summary.seconds,
+        "main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_mib": worker_kib / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tiles", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chip", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--scenes", type=Path, default=Path("runs/bench-scenes"))
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: measure one scene
+    args = parser.parse_args()
+    if args.one:
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(measure(args.one, args.chip, args.overlap, args.batch)))
+        return
+
+    from footprints.geo.stores import LocalStore
+    from footprints.geo.synth import write_scene
+
+    rows = []
+    for tiles in args.tiles:
+        scene = args.scenes / f"tiles-{tiles}"
+        if not (scene / "done").exists():
+            write_scene(LocalStore(scene).write_bytes, tiles, seed=1, progress=True)
+            (scene / "done").touch()
+        runs = []
+        for _ in range(args.repeats):
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    str(scene),
+                    "--chip",
+                    str(args.chip),
+                    "--overlap",
+                    str(args.overlap),
+                    "--batch",
+                    str(args.batch),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append((tiles, runs))
+        print(f"measured {tiles} tiles", file=sys.stderr)
+
+    print(
+        f"chip {args.chip} px, overlap {args.overlap} px, batch {args.batch}; "
+        f"medians of {args.repeats} runs\n"
+    )
+    header = (
+        "| tiles | chips | km^2 | wall s | tiles/s | km^2/h | flow MiB | worker MiB | "
+        + " | ".join(s.removeprefix("worker_") for s in STAGES)
+        + " | end-to-end / forward |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for tiles, runs in rows:
+        med = {
+            k: statistics.median(r[k] for r in runs) for k in ("wall", "forward", "main_mib", "worker_mib")
+        }
+        stage = {s: statistics.median(r["seconds"].get(s, 0.0) for r in runs) for s in STAGES}
+        total = sum(stage.values())
+        km2 = runs[0]["km2"]
+        print(
+            f"| {tiles} | {runs[0]['chips']} | {km2:.3f} | {med['wall']:.1f} | {tiles / med['wall']:.2f} | "
+            f"{km2 / med['wall'] * 3600:.1f} | {med['main_mib']:.0f} | {med['worker_mib']:.0f} | "
+            + " | ".join(f"{stage[s] / total:.0%}" for s in STAGES)
+            + f" | {med['wall'] / med['forward']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -72,8 +72,10 @@ def dask_cluster(address: str | None, workers: int = 1) -> Iterator[tuple[str, i
     """The scheduler address of an existing cluster, or of a LocalCluster started for the run,
     with the threads each forward pass may use (None: let each worker decide).
 
-    The local cluster's workers are processes with one thread each, and the machine's cores are
-    shared between their forward passes.
+    The local cluster's workers are threads of this process, one task at a time each, sharing the
+    machine's cores between their forward passes: on one machine, worker processes under Dask's
+    nanny ran the same forward pass about 1.6 times slower (see benchmarks/README.md), and the
+    pixels stay on the workers either way.
     """
     if address:
         yield address, None
@@ -81,7 +83,7 @@ def dask_cluster(address: str | None, workers: int = 1) -> Iterator[tuple[str, i
     with LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
-        processes=True,
+        processes=False,
         dashboard_address=None,
         silence_logs=logging.ERROR,
     ) as cluster:
@@ -126,7 +128,7 @@ def aoi_flow(
         simplify_m: Simplification tolerance in metres (0 keeps the pixel staircase).
         regularise: Square outlines to their dominant direction.
         dask_address: Scheduler of an existing Dask cluster; None starts a LocalCluster.
-        dask_workers: Worker processes of the LocalCluster.
+        dask_workers: Workers of the LocalCluster (threads of this process).
         s3: How to reach an S3 source.
         progress: Show a progress bar.
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
 from distributed import LocalCluster
 from prefect import flow
 from prefect.runtime import flow_run
@@ -67,19 +68,32 @@ class RunSummary:
     workers: list[str] = field(default_factory=list)
 
 
+def default_workers() -> int:
+    """Workers of a LocalCluster: one per GPU, else one per core (up to 8).
+
+    On CPU, several single-threaded forward passes side by side beat one forward pass on all
+    cores (convolutions scale less than linearly with threads), and one worker's reading and
+    vectorising overlaps another's forward pass (benchmarks/README.md).
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 @contextmanager
-def dask_cluster(address: str | None, workers: int = 1) -> Iterator[tuple[str, int | None]]:
+def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tuple[str, int | None]]:
     """The scheduler address of an existing cluster, or of a LocalCluster started for the run,
     with the threads each forward pass may use (None: let each worker decide).
 
     The local cluster's workers are threads of this process, one task at a time each, sharing the
     machine's cores between their forward passes: on one machine, worker processes under Dask's
-    nanny ran the same forward pass about 1.6 times slower (see benchmarks/README.md), and the
-    pixels stay on the workers either way.
+    nanny ran the same forward pass about 1.6 times slower (benchmarks/README.md), and the pixels
+    stay on the workers either way.
     """
     if address:
         yield address, None
         return
+    workers = workers or default_workers()
     with LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
@@ -106,7 +120,7 @@ def aoi_flow(
     simplify_m: float = 0.3,
     regularise: bool = False,
     dask_address: str | None = None,
-    dask_workers: int = 1,
+    dask_workers: int | None = None,
     s3: S3Options = S3Options(),
     progress: bool = True,
 ) -> RunSummary:
@@ -128,7 +142,8 @@ def aoi_flow(
         simplify_m: Simplification tolerance in metres (0 keeps the pixel staircase).
         regularise: Square outlines to their dominant direction.
         dask_address: Scheduler of an existing Dask cluster; None starts a LocalCluster.
-        dask_workers: Workers of the LocalCluster (threads of this process).
+        dask_workers: Workers of the LocalCluster (threads of this process); None: one per GPU,
+            else one per core up to 8.
         s3: How to reach an S3 source.
         progress: Show a progress bar.
 

@@ -260,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--regularise", action="store_true", help="square outlines to their main direction")
     run.add_argument("--dask-address", help="scheduler of an existing Dask cluster (default: a LocalCluster)")
-    run.add_argument("--workers", type=int, default=1, help="workers of the LocalCluster (default 1)")
+    run.add_argument(
+        "--workers", type=int, help="workers of the LocalCluster (default: one per GPU, else per core)"
+    )
     _add_s3_options(run)
     run.set_defaults(run=cmd_run)
 

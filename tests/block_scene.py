@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import rasterio
@@ -122,10 +123,16 @@ class BlockSegmenter:
 
 
 class BlockModel(Model):
-    """A Model whose workers load the BlockSegmenter instead of a checkpoint."""
+    """A Model whose workers load the BlockSegmenter instead of a checkpoint.
+
+    ``loads`` counts the loads in this process (the tests' workers are threads of it).
+    """
+
+    loads: ClassVar[int] = 0
 
     def load(self) -> BlockSegmenter:
         """The perfect segmenter of block scenes."""
+        BlockModel.loads += 1
         return BlockSegmenter()
 
 

@@ -14,7 +14,16 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from block_scene import BLOCK_MODEL, CRS, PIXEL_M, TILE, scene_polygons, scene_transform, write_block_scene
+from block_scene import (
+    BLOCK_MODEL,
+    CRS,
+    PIXEL_M,
+    TILE,
+    BlockModel,
+    scene_polygons,
+    scene_transform,
+    write_block_scene,
+)
 from distributed import LocalCluster
 
 from footprints.geo.aoi import read_aoi
@@ -23,7 +32,7 @@ from footprints.geo.labels import apply_affine
 from footprints.geo.scoring import score_footprints
 from footprints.geo.stores import S3Options
 from footprints.tasks.chip_work import Vectorising
-from footprints.tasks.inference import merge_buildings, plan_run, segment_chips
+from footprints.tasks.inference import merge_buildings, plan_run, segment_chips, write_geopackage
 
 SCENE_BBOX = "500000,3999840,500160,4000000"  # the whole 320 x 320 px scene, UTM metres
 
@@ -141,3 +150,24 @@ def test_fragments_of_row_houses_are_not_joined() -> None:
     merged = deduplicate(found, pixel_m=0.5, min_area_m2=0.5)
     assert len(merged.geometry) == 2
     assert sorted(round(g.area, 6) for g in merged.geometry) == [12.0, 18.0]
+
+
+def test_the_model_loads_once_per_worker_however_many_batches(scene: Path, cluster: str) -> None:
+    before = BlockModel.loads
+    found = run_chips(scene, cluster, 64, 24)  # 25 chips in batches of 4
+    assert len(found) == len(scene_polygons())
+    assert BlockModel.loads - before == 1
+
+
+def test_output_in_another_crs_keeps_areas_in_square_metres(
+    small_chips: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    area = read_aoi(SCENE_BBOX, CRS)
+    out = tmp_path / "mercator.gpkg"
+    write_geopackage.fn(small_chips, out, area, "EPSG:3857", BLOCK_MODEL, {"run_id": "r1"})
+    written = gpd.read_file(out, layer="buildings", engine="pyogrio")
+    assert written.crs.to_epsg() == 3857
+    utm_areas = written.to_crs(CRS).area.to_numpy()
+    assert np.allclose(written["area_m2"], utm_areas, rtol=1e-3)
+    # Web Mercator inflates areas at 36 degrees north by about 1 / cos^2(36): a wrong area_m2 would show.
+    assert (written.area.to_numpy() > 1.4 * utm_areas).all()

@@ -30,7 +30,7 @@ from pathlib import Path
 STAGES = ("plan", "worker_read", "worker_model", "worker_vectorise", "merge", "write")
 
 
-def measure(scene: Path, chip: int, overlap: int, batch: int) -> dict:
+def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | None) -> dict:
     """One run of the flow and of the bare forward pass over the same chips (in this process)."""
     import numpy as np
     import torch
@@ -63,6 +63,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int) -> dict:
             chip_size=chip,
             overlap=overlap,
             batch_size=batch,
+            dask_workers=workers,
             progress=False,
         )
         wall = time.perf_counter() - started
@@ -88,7 +89,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int) -> dict:
             segmenter.predict(chips)
 
     # The same forward passes with the flow's parallelism: one single-threaded pass per worker.
-    workers = default_workers()
+    workers = workers or default_workers()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -122,12 +123,13 @@ def main() -> None:
     parser.add_argument("--chip", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--workers", type=int, help="LocalCluster workers (default: the flow's)")
     parser.add_argument("--scenes", type=Path, default=Path("runs/bench-scenes"))
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: measure one scene
     args = parser.parse_args()
     if args.one:
         logging.basicConfig(level=logging.WARNING)
-        print(json.dumps(measure(args.one, args.chip, args.overlap, args.batch)))
+        print(json.dumps(measure(args.one, args.chip, args.overlap, args.batch, args.workers)))
         return
 
     from footprints.geo.stores import LocalStore
@@ -153,6 +155,7 @@ def main() -> None:
                     str(args.overlap),
                     "--batch",
                     str(args.batch),
+                    *(["--workers", str(args.workers)] if args.workers else []),
                 ],
                 capture_output=True,
                 text=True,
@@ -163,8 +166,8 @@ def main() -> None:
         print(f"measured {tiles} tiles", file=sys.stderr)
 
     print(
-        f"chip {args.chip} px, overlap {args.overlap} px, batch {args.batch}; "
-        f"medians of {args.repeats} runs\n"
+        f"chip {args.chip} px, overlap {args.overlap} px, batch {args.batch}, "
+        f"{args.workers or 'default'} workers; medians of {args.repeats} runs\n"
     )
     header = (
         "| tiles | chips | km^2 | wall s | tiles/s | km^2/h | peak MiB | "

@@ -86,9 +86,9 @@ def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tu
     with the threads each forward pass may use (None: let each worker decide).
 
     The local cluster's workers are threads of this process, one task at a time each, sharing the
-    machine's cores between their forward passes: on one machine, worker processes under Dask's
-    nanny ran the same forward pass about 1.6 times slower (benchmarks/README.md), and the pixels
-    stay on the workers either way.
+    machine's cores between their forward passes: on one machine, a worker process under Dask's
+    nanny ran the same forward pass about 1.4 times slower than a worker thread
+    (benchmarks/README.md), and the pixels stay on the workers either way.
     """
     if address:
         yield address, None

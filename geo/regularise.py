@@ -4,7 +4,8 @@ Most buildings are drawn from right angles, while a mask's outline is a pixel st
 simplification turns into slightly skewed edges. Each outline is turned to its dominant direction
 (the long side of its minimum rotated rectangle), every edge is snapped to horizontal or vertical
 there, runs of edges in one direction are merged into one straight side, and the outline is turned
-back. An outline the rule would distort (IoU with the original under ``min_iou``) is kept as it was.
+back. An outline that is not drawn from right angles (its edges stray far from the two directions)
+or that the rule would distort (IoU with the original under ``min_iou``) is kept as it was.
 """
 
 from __future__ import annotations
@@ -16,25 +17,37 @@ import shapely
 from shapely import affinity
 
 
-def regularise(polygons: np.ndarray, min_iou: float = 0.75) -> np.ndarray:
+def regularise(polygons: np.ndarray, min_iou: float = 0.75, max_skew_degrees: float = 12.0) -> np.ndarray:
     """Square the outlines of many polygons (see the module notes).
 
     Args:
         polygons: Polygons in a metric CRS, already simplified.
         min_iou: The least IoU with the original a squared outline must keep.
+        max_skew_degrees: Outlines whose edges stray further from the two directions, on
+            average (weighted by length), are left alone: round buildings stay round.
 
     Returns:
         Polygons of the same length; holes are squared too.
     """
-    return np.array([_regularise_one(p, min_iou) for p in polygons], dtype=object)
+    return np.array([_regularise_one(p, min_iou, max_skew_degrees) for p in polygons], dtype=object)
 
 
-def _regularise_one(polygon: shapely.Geometry, min_iou: float) -> shapely.Geometry:
+def _skew_degrees(coords: np.ndarray) -> float:
+    """Length-weighted mean angle between a ring's edges and the nearer of the two axes."""
+    edges = np.diff(coords, axis=0)
+    lengths = np.hypot(edges[:, 0], edges[:, 1])
+    angles = np.degrees(np.arctan2(edges[:, 1], edges[:, 0])) % 90
+    return float(np.average(np.minimum(angles, 90 - angles), weights=lengths + 1e-12))
+
+
+def _regularise_one(polygon: shapely.Geometry, min_iou: float, max_skew_degrees: float) -> shapely.Geometry:
     if not isinstance(polygon, shapely.Polygon) or polygon.is_empty:
         return polygon
     angle = _dominant_angle(polygon)
     centre = polygon.centroid
     turned = affinity.rotate(polygon, -angle, origin=centre, use_radians=True)
+    if _skew_degrees(np.asarray(turned.exterior.coords)) > max_skew_degrees:
+        return polygon  # round or many-sided: not drawn from right angles
     rings = [_square_ring(np.asarray(turned.exterior.coords))]
     if rings[0] is None:
         return polygon

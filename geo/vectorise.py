@@ -6,9 +6,12 @@ tile, so the work grows with the number and size of buildings only.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import shapely
 from pyproj import CRS, Transformer
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
 from rasterio.transform import Affine
 
@@ -30,11 +33,13 @@ def mask_to_polygon(mask: np.ndarray, row: int = 0, col: int = 0) -> shapely.Geo
         A Polygon or MultiPolygon (empty when the mask is empty).
     """
     data = np.ascontiguousarray(mask, dtype=np.uint8)
-    pieces = [
-        shapely.geometry.shape(geom)
-        for geom, value in shapes(data, mask=data.astype(bool), transform=Affine.translation(col, row))
-        if value == 1
-    ]
+    with warnings.catch_warnings():  # pixel coordinates on purpose: at (0, 0) the transform is identity
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        pieces = [
+            shapely.geometry.shape(geom)
+            for geom, value in shapes(data, mask=data.astype(bool), transform=Affine.translation(col, row))
+            if value == 1
+        ]
     if not pieces:
         return shapely.Polygon()
     return pieces[0] if len(pieces) == 1 else shapely.MultiPolygon(pieces)

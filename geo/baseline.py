@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
-from rasterio.features import shapes
 
 from .raster import normalise
 from .rasterize import instance_mask
+from .vectorise import mask_to_polygon
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -39,9 +39,9 @@ def threshold_buildings(image: np.ndarray, min_pixels: int = 20) -> tuple[np.nda
         (polygons in pixel coordinates, scores): the score is the region's mean brightness.
     """
     brightness = normalise(image).mean(axis=0)
-    bright = (brightness > otsu_threshold(brightness)).astype(np.uint8)
-    polygons = [shapely.geometry.shape(geom) for geom, value in shapes(bright, mask=bright) if value == 1]
-    polygons = np.array([p for p in polygons if p.area >= min_pixels], dtype=object)
+    bright = brightness > otsu_threshold(brightness)
+    polygons = shapely.get_parts(mask_to_polygon(bright))
+    polygons = polygons[shapely.area(polygons) >= min_pixels]
     if polygons.size == 0:
         return polygons, np.empty(0)
     ids = instance_mask(polygons, brightness.shape)

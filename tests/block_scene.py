@@ -18,9 +18,10 @@ import rasterio
 import shapely
 import torch
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.features import rasterize, shapes
+from rasterio.features import rasterize
 from rasterio.transform import Affine
 
+from footprints.geo.vectorise import mask_to_polygon
 from footprints.models.instances import Instance
 from footprints.tasks.chip_work import Model
 
@@ -108,10 +109,9 @@ class BlockSegmenter:
         """Per chip, its bright components."""
         found = []
         for chip in chips.numpy():
-            bright = (chip.mean(axis=0) > 0.5).astype(np.uint8)
             instances = []
-            for geometry, _ in shapes(bright, mask=bright.astype(bool)):
-                polygon = shapely.geometry.shape(geometry)
+            components = shapely.get_parts(mask_to_polygon(chip.mean(axis=0) > 0.5))
+            for polygon in components[~shapely.is_empty(components)]:
                 col0, row0, col1, row1 = (int(v) for v in polygon.bounds)
                 shifted = shapely.affinity.translate(polygon, -col0, -row0)
                 with warnings.catch_warnings():  # pixel coordinates, on purpose

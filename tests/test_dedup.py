@@ -154,7 +154,7 @@ def test_fragments_of_row_houses_are_not_joined() -> None:
 
 def test_the_model_loads_once_per_worker_however_many_batches(scene: Path, cluster: str) -> None:
     before = BlockModel.loads
-    found = run_chips(scene, cluster, 64, 24)  # 25 chips in batches of 4
+    found = run_chips(scene, cluster, 64, 24)  # 64 chips in batches of 4
     assert len(found) == len(scene_polygons())
     assert BlockModel.loads - before == 1
 

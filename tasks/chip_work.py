@@ -97,9 +97,9 @@ class ModelPlugin(WorkerPlugin):
 
         Worker threads allocate and free large arrays in turn, and glibc keeps freed pages in
         per-thread arenas: without trimming, a run's memory creeps up with fragmentation
-        (measured: +200 MiB over 256 tiles). Trimming after every batch costs about 15% in
-        page faults, and so does a low trim threshold (Dask's MALLOC_TRIM_THRESHOLD_ for its
-        worker processes); trimming only past a ceiling keeps memory flat for almost nothing.
+        (measured: +150 MiB over 256 tiles). Trimming after every batch cost a fifth more time
+        in page faults, a low trim threshold (as Dask's nanny sets) almost half; trimming only
+        past a ceiling keeps memory flat for little (benchmarks/README.md).
         """
         rss = psutil.Process().memory_info().rss
         if self.memory_ceiling is None:

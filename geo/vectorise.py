@@ -18,6 +18,11 @@ from rasterio.transform import Affine
 from .labels import apply_affine
 from .regularise import regularise
 
+# Masks are traced in pixel coordinates on purpose, and rasterio warns whenever that transform is
+# the identity (a crop at the chip's origin). Set once here rather than around each call, as
+# worker threads trace concurrently and catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.features")
+
 
 def mask_to_polygon(mask: np.ndarray, row: int = 0, col: int = 0) -> shapely.Geometry:
     """The outline of a boolean mask crop, in the pixel coordinates of the chip it came from.
@@ -33,13 +38,11 @@ def mask_to_polygon(mask: np.ndarray, row: int = 0, col: int = 0) -> shapely.Geo
         A Polygon or MultiPolygon (empty when the mask is empty).
     """
     data = np.ascontiguousarray(mask, dtype=np.uint8)
-    with warnings.catch_warnings():  # pixel coordinates on purpose: at (0, 0) the transform is identity
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        pieces = [
-            shapely.geometry.shape(geom)
-            for geom, value in shapes(data, mask=data.astype(bool), transform=Affine.translation(col, row))
-            if value == 1
-        ]
+    pieces = [
+        shapely.geometry.shape(geom)
+        for geom, value in shapes(data, mask=data.astype(bool), transform=Affine.translation(col, row))
+        if value == 1
+    ]
     if not pieces:
         return shapely.Polygon()
     return pieces[0] if len(pieces) == 1 else shapely.MultiPolygon(pieces)

@@ -37,6 +37,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     from prefect import flow
 
     from footprints.flows.aoi import aoi_flow, default_workers
+    from footprints.flows.demo import scene_bbox
     from footprints.geo.aoi import read_aoi
     from footprints.geo.chips import read_chip, tile_limits
     from footprints.geo.layouts import find_tiles
@@ -50,8 +51,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
 
     warm_up()
     tile_set = find_tiles(LocalStore(scene))
-    bounds = np.array([tile_set.info(t).bounds for t in tile_set.tiles])
-    bbox = ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
+    bbox = scene_bbox(tile_set)
     # The flow starts its own LocalCluster (workers are threads of this process), as a user's
     # run does: the clock includes it.
     with tempfile.TemporaryDirectory() as out:

@@ -11,7 +11,7 @@ import numpy as np
 
 from footprints.geo.baseline import threshold_buildings
 from footprints.geo.labels import to_map, to_pixels
-from footprints.geo.layouts import find_tiles
+from footprints.geo.layouts import TileSet, find_tiles
 from footprints.geo.preview import render_preview
 from footprints.geo.scoring import ScoreReport, score_footprints
 from footprints.geo.stores import LocalStore
@@ -34,6 +34,12 @@ class DemoResult:
     preview: Path
 
 
+def scene_bbox(tile_set: TileSet) -> str:
+    """The ``minx,miny,maxx,maxy`` of all tiles of a scene whose tiles share one CRS."""
+    bounds = np.array([tile_set.info(t).bounds for t in tile_set.tiles])
+    return ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
+
+
 def run_demo(
     out: Path, tiles: int = 4, seed: int = 0, model: Path = DEFAULT_MODEL, progress: bool = True
 ) -> DemoResult:
@@ -52,30 +58,31 @@ def run_demo(
     store = LocalStore(out / "scene")
     write_scene(store.write_bytes, tiles, seed, gsd_m=GSD_M, progress=progress)
     tile_set = find_tiles(store)
-    bounds = np.array([tile_set.info(t).bounds for t in tile_set.tiles])
-    bbox = ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
     summary = aoi_flow(
-        bbox, str(store.root), str(out / "buildings.gpkg"), model=str(model), progress=progress
+        scene_bbox(tile_set),
+        str(store.root),
+        str(out / "buildings.gpkg"),
+        model=str(model),
+        progress=progress,
     )
 
     truth = scene_truth(tile_set)
     found = gpd.read_file(summary.out, layer="buildings", engine="pyogrio")
     baseline = []
-    for tile in tile_set.tiles:
-        polygons, scores = threshold_buildings(read_raw(tile_set, tile))
+    for index, tile in enumerate(tile_set.tiles):
+        raw = read_raw(tile_set, tile)
         info = tile_set.info(tile)
+        polygons, scores = threshold_buildings(raw)
         frame = gpd.GeoDataFrame({"score": scores}, geometry=to_map(polygons, info.transform), crs=info.crs)
         baseline.append(frame.to_crs(truth.crs))
+        if index == 0:
+            preview = render_preview(
+                raw,
+                out / "preview.png",
+                to_pixels(truth.geometry, info.transform, info.crs),
+                to_pixels(found.geometry, info.transform, info.crs),
+            )
     baseline_found = gpd.GeoDataFrame(gpd.pd.concat(baseline, ignore_index=True), crs=truth.crs)
-
-    first = tile_set.tiles[0]
-    info = tile_set.info(first)
-    preview = render_preview(
-        read_raw(tile_set, first),
-        out / "preview.png",
-        to_pixels(truth.geometry, info.transform, info.crs),
-        to_pixels(found.geometry, info.transform, info.crs),
-    )
     return DemoResult(
         summary,
         score_footprints(truth, found, GSD_M),

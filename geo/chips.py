@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from .aoi import Aoi
 from .errors import InputError, first_line
-from .raster import RasterInfo, as_rgb, read_window, stretch, stretch_limits
+from .raster import RasterInfo, as_rgb, read_window, stretch, stretch_limits, valid_pixels
 
 Limits = tuple[np.ndarray, np.ndarray]
 
@@ -211,13 +211,7 @@ def tile_limits(path: Path, fp: TileFootprint, name: str) -> Limits | None:
     building looks the same whichever chip it is cut from.
     """
     raw = as_rgb(read_window(path, name=name))
-    return stretch_limits(raw, _valid(raw, fp.info.nodata))
-
-
-def _valid(raw: np.ndarray, nodata: float | None) -> np.ndarray:
-    if nodata is None:
-        return np.ones(raw.shape[1:], dtype=bool)
-    return ~np.all(raw == nodata, axis=0)
+    return stretch_limits(raw, valid_pixels(raw, fp.info.nodata))
 
 
 def read_chip(
@@ -295,7 +289,7 @@ def _read_aligned(
     window = Window(c0 - offset[1], r0 - offset[0], c1 - c0, r1 - r0)
     raw = as_rgb(read_window(path, window, name=name))
     slices = (slice(r0 - chip.row, r1 - chip.row), slice(c0 - chip.col, c1 - chip.col))
-    return slices, raw, _valid(raw, fp.info.nodata)
+    return slices, raw, valid_pixels(raw, fp.info.nodata)
 
 
 def _read_warped(
@@ -322,4 +316,4 @@ def _read_warped(
     if not covered.any():
         return None
     whole = (slice(0, chip.size), slice(0, chip.size))
-    return whole, raw, covered & _valid(raw, fp.info.nodata)
+    return whole, raw, covered & valid_pixels(raw, fp.info.nodata)

@@ -98,6 +98,13 @@ def read_window(
         raise InputError(name, f"cannot read pixels, truncated or corrupt? ({first_line(error)})") from error
 
 
+def valid_pixels(image: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Pixels that hold data: not every band equal to the nodata value (all of them without one)."""
+    if nodata is None:
+        return np.ones(image.shape[1:], dtype=bool)
+    return ~np.all(image == nodata, axis=0)
+
+
 def stretch_limits(
     image: np.ndarray,
     valid: np.ndarray | None = None,

@@ -171,6 +171,7 @@ class S3Store:
             session = boto3.Session(profile_name=options.profile, region_name=options.region)
         except botocore.exceptions.ProfileNotFound as error:
             raise StoreError(self.uri, f"AWS profile {options.profile!r} not found") from error
+        self.session = session
         self.client = session.client("s3", endpoint_url=options.endpoint_url, config=config)
         self.options = options
 
@@ -231,11 +232,7 @@ class S3Store:
             endpoint = url.netloc
             # A custom endpoint (MinIO, moto) serves buckets as paths, often over plain HTTP.
             options |= {"AWS_HTTPS": "YES" if url.scheme == "https" else "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
-        session = AWSSession(
-            boto3.Session(profile_name=self.options.profile, region_name=self.options.region),
-            aws_unsigned=self.options.unsigned,
-            endpoint_url=endpoint,
-        )
+        session = AWSSession(self.session, aws_unsigned=self.options.unsigned, endpoint_url=endpoint)
         return rasterio.Env(session=session, **options)
 
     def head(self, key: str) -> ObjectInfo:

@@ -171,11 +171,9 @@ def merge_buildings(
         Columns score, area_m2, source_tiles and geometry, in the metric CRS, best first.
     """
     metric = vectorising.metric_crs
-    pixel_m = (
-        float(np.sqrt(np.median(shapely.area(segmented.candidates.chip_boxes)))) / plan.size
-        if plan.chips
-        else 1.0
-    )
+    # Chips are squares of plan.size pixels: a chip's side in metres gives the pixel size.
+    boxes = segmented.candidates.chip_boxes
+    pixel_m = float(np.sqrt(shapely.area(boxes[0]))) / plan.size if len(boxes) else 1.0
     buildings = deduplicate(segmented.candidates, pixel_m, min_area_m2=vectorising.min_area_m2)
     area = aoi.to_crs(metric)
     inside = shapely.contains(area, shapely.point_on_surface(buildings.geometry))

@@ -11,7 +11,7 @@ import numpy as np
 
 from footprints.geo.errors import FootprintsError
 from footprints.geo.layouts import Tile, TileSet, find_tiles
-from footprints.geo.raster import as_rgb, normalise, read_window
+from footprints.geo.raster import as_rgb, normalise, read_window, valid_pixels
 from footprints.geo.rasterize import instance_mask
 from footprints.geo.stores import S3Options, open_store
 from footprints.models.data import LabelledTile
@@ -65,8 +65,7 @@ def read_raw(tile_set: TileSet, tile: Tile) -> np.ndarray:
 
 def model_input(image: np.ndarray, nodata: float | None) -> np.ndarray:
     """Raw pixels as the models take them: (3, rows, cols) float32 in [0, 1], nodata pixels 0."""
-    valid = None if nodata is None else ~np.all(image == nodata, axis=0)
-    return normalise(as_rgb(image), valid)
+    return normalise(as_rgb(image), valid_pixels(image, nodata))
 
 
 def read_model_input(tile_set: TileSet, tile: Tile) -> np.ndarray:

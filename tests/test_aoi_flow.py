@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import geopandas as gpd
@@ -111,19 +112,24 @@ def first_run(
 ) -> tuple[RunSummary, Path, Path]:
     """One run of the flow over the top row; returns its summary, output and the workers' cache."""
     out = tmp_path_factory.mktemp("out") / "buildings.gpkg"
-    state = aoi_flow(
-        aoi=str(top_row_aoi),
-        source=s3_scene,
+    state = run_top_row(out, top_row_aoi, s3_scene, s3_endpoint, gpu_cluster[0], return_state=True)
+    assert state.is_completed()
+    return state.result(), out, worker_cache
+
+
+def run_top_row(out: Path, aoi: Path, source: str, endpoint: str, cluster: str, **options: Any) -> Any:
+    """The flow over the top-row AOI of the S3 scene on the test cluster, into ``out``."""
+    return aoi_flow(
+        aoi=str(aoi),
+        source=source,
         out=str(out),
         chip_size=384,
         overlap=96,
-        dask_address=gpu_cluster[0],
-        s3=S3Options(endpoint_url=s3_endpoint),
+        dask_address=cluster,
+        s3=S3Options(endpoint_url=endpoint),
         progress=False,
-        return_state=True,
+        **options,
     )
-    assert state.is_completed()
-    return state.result(), out, worker_cache
 
 
 def buildings(path: Path) -> gpd.GeoDataFrame:
@@ -197,16 +203,7 @@ def test_rerunning_into_the_same_output_does_not_duplicate(
     summary, out, _ = first_run
     again = tmp_path / "again.gpkg"
     shutil.copy(out, again)
-    second = aoi_flow(
-        aoi=str(top_row_aoi),
-        source=s3_scene,
-        out=str(again),
-        chip_size=384,
-        overlap=96,
-        dask_address=gpu_cluster[0],
-        s3=S3Options(endpoint_url=s3_endpoint),
-        progress=False,
-    )
+    second = run_top_row(again, top_row_aoi, s3_scene, s3_endpoint, gpu_cluster[0])
     found = buildings(again)
     assert len(found) == summary.buildings == second.buildings
     assert set(found["run_id"]) == {second.run_id}

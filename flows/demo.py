@@ -1,5 +1,6 @@
-"""The main job on the embedded default: a synthetic AOI, the AOI flow with the shipped model, and
-its F1 against the scene's truth (with a brightness-threshold baseline as the floor)."""
+"""The main job on the embedded default: a synthetic AOI through the AOI flow, once with the shipped
+model and once with the brightness-threshold baseline (the floor a model must clear), each scored
+against the scene's truth."""
 
 from __future__ import annotations
 
@@ -8,28 +9,29 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+from prefect import flow
 
-from footprints.geo.baseline import threshold_buildings
-from footprints.geo.labels import to_map, to_pixels
+from footprints.geo.labels import to_pixels
 from footprints.geo.layouts import TileSet, find_tiles
 from footprints.geo.preview import render_preview
+from footprints.geo.runs import RunRecord
 from footprints.geo.scoring import ScoreReport, score_footprints
 from footprints.geo.stores import LocalStore
 from footprints.geo.synth import scene_truth, write_scene
-from footprints.models.registry import DEFAULT_MODEL
 from footprints.tasks.tiles import read_raw
 
-from .aoi import RunSummary, aoi_flow
+from .aoi import aoi_flow
 
 GSD_M = 0.3
 
 
 @dataclass
 class DemoResult:
-    """What the main job made: the run, the GeoPackage's scores and the preview image."""
+    """What the main job made: both runs, their scores and the preview image."""
 
-    run: RunSummary
+    run: RunRecord
     model: ScoreReport
+    baseline_run: RunRecord
     baseline: ScoreReport
     preview: Path
 
@@ -40,11 +42,13 @@ def scene_bbox(tile_set: TileSet) -> str:
     return ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
 
 
-def run_demo(
-    out: Path, tiles: int = 4, seed: int = 0, model: Path = DEFAULT_MODEL, progress: bool = True
+@flow(name="demo", log_prints=True)
+def demo_flow(
+    out: Path, tiles: int = 4, seed: int = 0, model: str | None = None, progress: bool = True
 ) -> DemoResult:
     """Write a synthetic AOI under ``out/scene``, run the AOI flow over all of it into
-    ``out/buildings.gpkg``, and score the buildings against the scene's whole buildings.
+    ``out/buildings.gpkg`` with the model and into ``out/baseline.gpkg`` with the threshold
+    baseline, and score both against the scene's whole buildings.
 
     Also writes ``out/preview.png``: the first tile with truth (green) and found buildings (red).
 
@@ -52,40 +56,33 @@ def run_demo(
         out: Output folder.
         tiles: Number of tiles in the AOI.
         seed: Seed of the scene.
-        model: Checkpoint of the model to run.
+        model: Checkpoint of the model to run; None takes the shipped model.
         progress: Show progress bars.
     """
     store = LocalStore(out / "scene")
     write_scene(store.write_bytes, tiles, seed, gsd_m=GSD_M, progress=progress)
     tile_set = find_tiles(store)
-    summary = aoi_flow(
-        scene_bbox(tile_set),
-        str(store.root),
-        str(out / "buildings.gpkg"),
-        model=str(model),
-        progress=progress,
+    bbox = scene_bbox(tile_set)
+    run = aoi_flow(bbox, str(store.root), str(out / "buildings.gpkg"), model=model, progress=progress)
+    baseline_run = aoi_flow(
+        bbox, str(store.root), str(out / "baseline.gpkg"), method="threshold", progress=progress
     )
 
     truth = scene_truth(tile_set)
-    found = gpd.read_file(summary.out, layer="buildings", engine="pyogrio")
-    baseline = []
-    for index, tile in enumerate(tile_set.tiles):
-        raw = read_raw(tile_set, tile)
-        info = tile_set.info(tile)
-        polygons, scores = threshold_buildings(raw)
-        frame = gpd.GeoDataFrame({"score": scores}, geometry=to_map(polygons, info.transform), crs=info.crs)
-        baseline.append(frame.to_crs(truth.crs))
-        if index == 0:
-            preview = render_preview(
-                raw,
-                out / "preview.png",
-                to_pixels(truth.geometry, info.transform, info.crs),
-                to_pixels(found.geometry, info.transform, info.crs),
-            )
-    baseline_found = gpd.GeoDataFrame(gpd.pd.concat(baseline, ignore_index=True), crs=truth.crs)
+    found = gpd.read_file(run.out, layer="buildings", engine="pyogrio")
+    baseline = gpd.read_file(baseline_run.out, layer="buildings", engine="pyogrio")
+    first = tile_set.tiles[0]
+    info = tile_set.info(first)
+    preview = render_preview(
+        read_raw(tile_set, first),
+        out / "preview.png",
+        to_pixels(truth.geometry, info.transform, info.crs),
+        to_pixels(found.geometry, info.transform, info.crs),
+    )
     return DemoResult(
-        summary,
+        run,
         score_footprints(truth, found, GSD_M),
-        score_footprints(truth, baseline_found, GSD_M),
+        baseline_run,
+        score_footprints(truth, baseline, GSD_M),
         preview,
     )

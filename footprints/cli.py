@@ -1,8 +1,10 @@
 """The ``footprints`` command line.
 
-Each subcommand is a thin wrapper over functions in geo/ (and, later, the Prefect flows): it parses
-arguments, calls them, and prints results for people (tables) or programs (``--json``). Errors the
-project raises on purpose are printed as one line naming the file or object and the cause.
+Each subcommand is a thin wrapper over the Prefect flows (run, train, demo) or over geo/ and the
+tasks (synth, score, eval): it parses arguments, calls them, and prints results for people
+(tables) or programs (``--json``). The methods a command offers come from the registry
+(models/registry.py). Errors the project raises on purpose are printed as one line naming the
+file or object and the cause.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from footprints import __version__
 from footprints.geo.errors import FootprintsError
+from footprints.geo.runs import DEFAULTS
 from footprints.geo.scoring import ScoreReport, read_polygon_table, score
 from footprints.geo.stores import S3Options, open_store
+from footprints.models.registry import METHODS
 
 log = logging.getLogger("footprints")
 
@@ -31,6 +37,29 @@ def _add_s3_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--region", help="bucket region")
     group.add_argument("--profile", help="AWS profile name")
     group.add_argument("--unsigned", action="store_true", help="anonymous requests (public buckets)")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", type=Path, help="checkpoint (default: the method's shipped model, or its settings)"
+    )
+    group.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        help="the method; checks a checkpoint is of it (default: the checkpoint's, else vec2instance)",
+    )
+
+
+def _config_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with the value read as JSON when it parses (numbers, booleans), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _s3_options(args: argparse.Namespace) -> S3Options:
@@ -79,14 +108,13 @@ def print_report(report: ScoreReport) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: a synthetic AOI through the AOI flow, scored against its truth."""
-    from footprints.flows.demo import run_demo
-    from footprints.models.registry import DEFAULT_MODEL
+    from footprints.flows.demo import demo_flow
 
-    result = run_demo(
+    result = demo_flow(
         Path(args.out),
         tiles=args.tiles,
         seed=args.seed,
-        model=args.model or DEFAULT_MODEL,
+        model=str(args.model) if args.model else None,
         progress=not args.quiet,
     )
     run = result.run
@@ -105,14 +133,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the AOI flow: buildings of an area of interest into a GeoPackage."""
     from footprints.flows.aoi import aoi_flow
     from footprints.geo.aoi import read_aoi
-    from footprints.models.registry import DEFAULT_MODEL
 
     read_aoi(args.aoi, args.aoi_crs)  # a bad AOI is refused before anything starts
     summary = aoi_flow(
         aoi=args.aoi,
         source=args.source,
         out=args.out,
-        model=str(args.model or DEFAULT_MODEL),
+        model=str(args.model) if args.model else None,
         method=args.method,
         aoi_crs=args.aoi_crs,
         crs=args.crs,
@@ -140,7 +167,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a method with the Prefect training flow."""
     from footprints.flows.training import train_flow
 
-    architecture = {"width": args.width} if args.width else {}
     summary = train_flow(
         args.method,
         args.data,
@@ -154,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         resume=args.resume,
-        architecture=architecture,
+        architecture=dict(args.config),
         s3=_s3_options(args),
         progress=not args.quiet,
     )
@@ -165,11 +191,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run a model over labelled tiles and print the SpaceNet F1."""
-    from footprints.models.registry import load_segmenter
+    from footprints.models.registry import load_segmenter, resolve_checkpoint
     from footprints.tasks.evaluation import eval_tiles, evaluate
     from footprints.tasks.tiles import TileRef, open_sources
 
-    segmenter = load_segmenter(args.model)
+    segmenter = load_segmenter(resolve_checkpoint(args.model, args.method)[0])
     s3 = _s3_options(args)
     refs = [TileRef(src, t.image_key) for src, ts in open_sources(args.data, s3).items() for t in ts.tiles]
     report = evaluate(segmenter, eval_tiles(refs, s3), progress=not args.quiet)
@@ -210,26 +236,35 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(run=cmd_score)
 
     train = commands.add_parser("train", help="train a method (Prefect flow)")
-    train.add_argument("method", choices=["vec2instance"])
-    train.add_argument(
-        "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
-    )
-    train.add_argument("--train-only", action="append", default=[], help="source used for training only")
-    train.add_argument("--out", required=True, help="path of the best checkpoint (.pt)")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--chip", type=int, default=256, help="training chip side, a multiple of 32")
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--val-fraction", type=float, default=0.2, help="share of tiles held out")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--width", type=int, help="backbone width (model size)")
-    train.add_argument("--resume", action="store_true", help="continue from the last epoch's state")
-    _add_s3_options(train)
-    train.set_defaults(run=cmd_train)
+    methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for entry in (m for m in METHODS.values() if m.trainable):
+        one = methods.add_parser(entry.name, help=entry.summary)
+        one.add_argument(
+            "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
+        )
+        one.add_argument("--train-only", action="append", default=[], help="source used for training only")
+        one.add_argument("--out", required=True, help="path of the best checkpoint (.pt)")
+        one.add_argument("--epochs", type=int, default=20)
+        one.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
+        one.add_argument("--batch-size", type=int, default=8)
+        one.add_argument("--chip", type=int, default=256, help="training chip side, a multiple of 32")
+        one.add_argument("--lr", type=float, default=2e-3)
+        one.add_argument("--val-fraction", type=float, default=0.2, help="share of tiles held out")
+        one.add_argument("--seed", type=int, default=0)
+        one.add_argument(
+            "--config",
+            action="append",
+            type=_config_value,
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a setting of the method's model ({', '.join(f.name for f in fields(entry.config))})",
+        )
+        one.add_argument("--resume", action="store_true", help="continue from the last epoch's state")
+        _add_s3_options(one)
+        one.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("eval", help="SpaceNet F1 of a model on labelled tiles")
-    evaluate.add_argument("--model", required=True, help="checkpoint (.pt)")
+    _add_model_options(evaluate)
     evaluate.add_argument(
         "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
     )
@@ -241,22 +276,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--aoi", required=True, help="minx,miny,maxx,maxy or a GeoJSON/GeoPackage of polygons")
     run.add_argument("--aoi-crs", default="EPSG:4326", help="CRS of a bbox AOI (default EPSG:4326)")
     run.add_argument("--source", required=True, help="folder or s3://bucket/prefix of tiles")
-    run.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
-    run.add_argument("--method", choices=["vec2instance"], help="check the checkpoint is of this method")
+    _add_model_options(run)
     run.add_argument(
         "--out", required=True, help="GeoPackage to write (buildings inside the AOI are replaced)"
     )
-    run.add_argument("--crs", default="EPSG:4326", help="output CRS (default EPSG:4326)")
-    run.add_argument("--chip-size", type=int, default=512, help="chip side in pixels (default 512)")
+    run.add_argument("--crs", default=DEFAULTS.crs, help=f"output CRS (default {DEFAULTS.crs})")
     run.add_argument(
-        "--overlap", type=int, default=128, help="pixels shared by neighbouring chips (default 128)"
-    )
-    run.add_argument("--batch-size", type=int, default=4, help="chips per model call (default 4)")
-    run.add_argument(
-        "--min-area", type=float, default=4.0, help="drop outlines under this many m2 (default 4)"
+        "--chip-size",
+        type=int,
+        default=DEFAULTS.chip_size,
+        help=f"chip side in pixels (default {DEFAULTS.chip_size})",
     )
     run.add_argument(
-        "--simplify", type=float, default=0.3, help="simplification tolerance in m (default 0.3)"
+        "--overlap",
+        type=int,
+        default=DEFAULTS.overlap,
+        help=f"pixels shared by neighbouring chips (default {DEFAULTS.overlap})",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help=f"chips per model call (default {DEFAULTS.batch_size})",
+    )
+    run.add_argument(
+        "--min-area",
+        type=float,
+        default=DEFAULTS.min_area_m2,
+        help=f"drop outlines under this many m2 (default {DEFAULTS.min_area_m2:g})",
+    )
+    run.add_argument(
+        "--simplify",
+        type=float,
+        default=DEFAULTS.simplify_m,
+        help=f"simplification tolerance in m (default {DEFAULTS.simplify_m:g})",
     )
     run.add_argument("--regularise", action="store_true", help="square outlines to their main direction")
     run.add_argument("--dask-address", help="scheduler of an existing Dask cluster (default: a LocalCluster)")

@@ -3,7 +3,8 @@
 Buildings are taken to be the connected regions brighter than an Otsu threshold of the image's mean
 brightness. On real imagery (and on the synthetic scenes, by design) roofs are as often darker
 than the ground as brighter, roads are as bright as concrete, and touching buildings merge: this
-scores poorly, which is the point of having it.
+scores poorly, which is the point of having it. It runs as a method like any other
+(models/threshold.py), through the same chipping and dedup.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import shapely
 
-from .raster import normalise
 from .rasterize import instance_mask
 from .vectorise import mask_to_polygon
 
@@ -28,23 +28,24 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[np.nanargmax(between)])
 
 
-def threshold_buildings(image: np.ndarray, min_pixels: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Bright connected regions of a tile as building proposals.
+def bright_regions(
+    brightness: np.ndarray, threshold: float | None = None, min_pixels: int = 20
+) -> tuple[np.ndarray, dict[int, float]]:
+    """The connected regions brighter than a threshold, as a label map.
 
     Args:
-        image: (bands, rows, cols) pixels of any dtype.
+        brightness: (rows, cols) values in [0, 1].
+        threshold: Pixels above it are bright; None takes the Otsu threshold of ``brightness``.
         min_pixels: Regions smaller than this are dropped.
 
     Returns:
-        (polygons in pixel coordinates, scores): the score is the region's mean brightness.
+        (label map with region i as i + 1 and 0 elsewhere, each label's mean brightness).
     """
-    brightness = normalise(image).mean(axis=0)
-    bright = brightness > otsu_threshold(brightness)
-    polygons = shapely.get_parts(mask_to_polygon(bright))
-    polygons = polygons[shapely.area(polygons) >= min_pixels]
-    if polygons.size == 0:
-        return polygons, np.empty(0)
-    ids = instance_mask(polygons, brightness.shape)
-    sums = np.bincount(ids.ravel(), weights=brightness.ravel(), minlength=len(polygons) + 1)
-    counts = np.bincount(ids.ravel(), minlength=len(polygons) + 1)
-    return polygons, sums[1:] / np.maximum(counts[1:], 1)
+    level = otsu_threshold(brightness) if threshold is None else threshold
+    regions = shapely.get_parts(mask_to_polygon(brightness > level))
+    regions = regions[shapely.area(regions) >= min_pixels]
+    labels = instance_mask(regions, brightness.shape)
+    sums = np.bincount(labels.ravel(), weights=brightness.ravel(), minlength=len(regions) + 1)
+    counts = np.bincount(labels.ravel(), minlength=len(regions) + 1)
+    means = sums[1:] / np.maximum(counts[1:], 1)
+    return labels, {i + 1: float(m) for i, m in enumerate(means)}

@@ -19,9 +19,10 @@ current Debian and Ubuntu LTS releases, warns on opening a 1.4 file.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -34,6 +35,7 @@ import pyogrio
 import shapely
 
 from .errors import InputError, first_line
+from .runs import RunRecord
 
 LAYER = "buildings"
 RUNS = "runs"
@@ -42,8 +44,8 @@ COLUMNS = ("id", "score", "area_m2", "method", "model_id", "source_tiles", "run_
 
 
 def write_buildings(
-    path: str | Path, buildings: gpd.GeoDataFrame, aoi: shapely.Geometry, run: dict[str, Any]
-) -> int:
+    path: str | Path, buildings: gpd.GeoDataFrame, aoi: shapely.Geometry, run: RunRecord
+) -> RunRecord:
     """Write a run's buildings into a GeoPackage, replacing earlier buildings inside its AOI.
 
     Args:
@@ -52,14 +54,17 @@ def write_buildings(
             in the output CRS. Ids are assigned here.
         aoi: The run's AOI in the output CRS; earlier buildings whose centre lies inside it are
             replaced.
-        run: The run's metadata row (values are stored as text, dicts and lists as JSON).
+        run: The run's record, complete but for the writing.
 
     Returns:
-        Number of buildings in the file after writing.
+        The record as the ``runs`` table holds it: with the buildings written, the buildings in
+        the file, and the write's time up to the moment the row was made (the runs table and
+        the style are all that is written after it).
 
     Raises:
         InputError: The existing file is not a GeoPackage of this layout, or uses another CRS.
     """
+    started = time.perf_counter()
     path = Path(path)
     earlier, runs = _read_existing(path, buildings.crs)
     if len(earlier):
@@ -73,8 +78,6 @@ def write_buildings(
         geometry="geometry",
         crs=buildings.crs,
     )
-    row = pd.DataFrame([{k: _text(v) for k, v in run.items()}])
-    runs = pd.concat([runs, row], ignore_index=True) if len(runs) else row
 
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gpkg", dir=path.parent)
@@ -91,13 +94,17 @@ def write_buildings(
             dataset_options={"VERSION": "1.2"},
             layer_options={"SPATIAL_INDEX": "YES"},
         )
+        seconds = run.seconds | {"write": time.perf_counter() - started}
+        record = replace(run, buildings=len(fresh), buildings_in_file=len(merged), seconds=seconds)
+        row = pd.DataFrame([record.row()])
+        runs = pd.concat([runs, row], ignore_index=True) if len(runs) else row
         pyogrio.write_dataframe(runs.astype(str), tmp, layer=RUNS, driver="GPKG")
         pyogrio.write_dataframe(_style_table(), tmp, layer=STYLES, driver="GPKG")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return len(merged)
+    return record
 
 
 def _read_existing(path: Path, crs: Any) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
@@ -116,10 +123,6 @@ def _read_existing(path: Path, crs: Any) -> tuple[gpd.GeoDataFrame, pd.DataFrame
     if earlier.crs is not None and not earlier.crs.equals(crs):
         raise InputError(str(path), f"holds buildings in {earlier.crs.to_string()}, this run writes {crs}")
     return earlier, runs
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, dict | list | tuple) else str(value)
 
 
 def _style_table() -> pd.DataFrame:

@@ -24,21 +24,25 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 class UNet(nn.Module):
     """Encoder to stride 32, decoder back to ``out_stride``; output has ``out_channels`` features.
 
-    The stem strides by 2 at once: no method here needs full-resolution features (Vec2Instance
-    reads its crops from the image itself), and the full-resolution stage would cost as much as
-    all the others together.
+    The stem strides by 2 at once. Methods that label every pixel (the embedding methods) ask for
+    stride 1, which adds a full-resolution stage of ``width`` channels as the last skip; those
+    that do not (Vec2Instance reads its crops from the image itself) skip it, as it would cost as
+    much as all the other stages together.
 
     Args:
         in_channels: Input bands.
         width: Channels of the first stage; later stages widen to at most 6 x width.
-        out_stride: Stride of the output map: 2, 4 or 8.
+        out_stride: Stride of the output map: 1, 2, 4 or 8.
     """
 
     multiple = 32
 
     def __init__(self, in_channels: int = 3, width: int = 16, out_stride: int = 2) -> None:
         super().__init__()
+        if out_stride not in (1, 2, 4, 8):
+            raise ValueError(f"out_stride must be 1, 2, 4 or 8, not {out_stride}")
         widths = [width, 2 * width, 4 * width, 6 * width, 6 * width]  # strides 2..32
+        self.full = conv_block(in_channels, width) if out_stride == 1 else None
         self.stem = nn.Sequential(
             conv_block(in_channels, widths[0], stride=2), conv_block(widths[0], widths[0])
         )
@@ -48,16 +52,20 @@ class UNet(nn.Module):
             )
             for i in range(len(widths) - 1)
         )
-        levels = {2: 0, 4: 1, 8: 2}[out_stride]
-        self.up = nn.ModuleList(
+        levels = {1: 0, 2: 0, 4: 1, 8: 2}[out_stride]
+        up = [
             conv_block(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 2, levels - 1, -1)
-        )
-        self.out_channels = widths[levels]
+        ]
+        if self.full is not None:
+            up.append(conv_block(widths[0] + width, width))
+        self.up = nn.ModuleList(up)
+        self.out_channels = width if self.full is not None else widths[levels]
         self.out_stride = out_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, bands, rows, cols) with sides multiple of 32 -> (batch, out_channels, rows/s, cols/s)."""
-        skips = [self.stem(x)]
+        skips = [] if self.full is None else [self.full(x)]
+        skips.append(self.stem(x))
         for stage in self.down:
             skips.append(stage(skips[-1]))
         y = skips.pop()

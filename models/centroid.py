@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .instances import instance_boxes
+
 # Heat logits start at the prior of a centre cell, so the first steps do not drown in background.
 _PRIOR = 0.01
 
@@ -62,31 +64,6 @@ class CentreTargets:
     centre: torch.Tensor
     size: torch.Tensor
     ids: torch.Tensor
-
-
-def instance_boxes(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounding boxes of every instance in an id map.
-
-    Args:
-        ids: (rows, cols) integer map, 0 for background.
-
-    Returns:
-        (instance ids, boxes as x0, y0, x1, y1 in pixel edges), sorted by id.
-    """
-    rows, cols = np.nonzero(ids)
-    values = ids[rows, cols]
-    if values.size == 0:
-        return np.empty(0, np.int64), np.empty((0, 4), np.float32)
-    unique, inverse = np.unique(values, return_inverse=True)
-    x0 = np.full(unique.size, np.iinfo(np.int64).max)
-    y0 = x0.copy()
-    x1 = np.full(unique.size, -1)
-    y1 = x1.copy()
-    np.minimum.at(x0, inverse, cols)
-    np.minimum.at(y0, inverse, rows)
-    np.maximum.at(x1, inverse, cols)
-    np.maximum.at(y1, inverse, rows)
-    return unique.astype(np.int64), np.stack([x0, y0, x1 + 1, y1 + 1], axis=1).astype(np.float32)
 
 
 def centre_targets(ids: torch.Tensor, stride: int, min_size: float = 3.0) -> CentreTargets:

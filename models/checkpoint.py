@@ -9,33 +9,23 @@ from __future__ import annotations
 
 import io
 import pickle
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from footprints import __version__
+from footprints import code_version
 from footprints.geo.errors import InputError, first_line
 from footprints.geo.files import atomic_file
 
 FORMAT = 1
 
 
-def code_version() -> str:
-    """The package version, with the git commit when running from a checkout."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__}+g{commit}"
+def checkpoint_bytes(content: dict[str, Any]) -> bytes:
+    """A checkpoint's file content, stamped with the format and the code version."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "code_version": code_version(), **content}, buffer)
+    return buffer.getvalue()
 
 
 def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
@@ -50,7 +40,7 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
     """
     path = Path(path)
     with atomic_file(path) as f:
-        torch.save({"format": FORMAT, "code_version": code_version(), **content}, f)
+        f.write(checkpoint_bytes(content))
     return path
 
 

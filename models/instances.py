@@ -1,12 +1,19 @@
-"""What every instance segmenter returns, and the interface the AOI flow and evaluation call.
+"""What every instance segmenter returns, the interface the AOI flow and evaluation call, and the
+helpers every method shares to produce it.
 
 A method takes a batch of normalised chips and returns, per chip, a list of instances: a boolean
 mask crop, where that crop sits in the chip, and a score. Crops keep memory and polygonising
 proportional to the buildings, not to the chip.
+
+Methods that label every pixel with an instance id (the embedding methods, the brightness
+threshold) turn that label map into instances with `labels_to_instances`; methods whose instances
+may overlap (Vec2Instance draws each building's mask independently) settle who owns a pixel with
+`resolve_overlaps`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,3 +56,89 @@ class InstanceSegmenter(Protocol):
             Per chip, its instances in descending score.
         """
         ...
+
+
+def instance_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding boxes of every instance in a label map.
+
+    Args:
+        labels: (rows, cols) integer map of instance ids, 0 for background.
+
+    Returns:
+        (instance ids, boxes as x0, y0, x1, y1 in pixel edges), sorted by id.
+    """
+    rows, cols = np.nonzero(labels)
+    values = labels[rows, cols]
+    if values.size == 0:
+        return np.empty(0, np.int64), np.empty((0, 4), np.float32)
+    unique, inverse = np.unique(values, return_inverse=True)
+    x0 = np.full(unique.size, np.iinfo(np.int64).max)
+    y0 = x0.copy()
+    x1 = np.full(unique.size, -1)
+    y1 = x1.copy()
+    np.minimum.at(x0, inverse, cols)
+    np.minimum.at(y0, inverse, rows)
+    np.maximum.at(x1, inverse, cols)
+    np.maximum.at(y1, inverse, rows)
+    return unique.astype(np.int64), np.stack([x0, y0, x1 + 1, y1 + 1], axis=1).astype(np.float32)
+
+
+def labels_to_instances(
+    labels: np.ndarray, scores: Mapping[int, float] | None = None, min_pixels: int = 1
+) -> list[Instance]:
+    """The instances of a label map, each as a mask crop of its bounding box.
+
+    Args:
+        labels: (rows, cols) integer map of instance ids, 0 for background.
+        scores: Confidence of each id; ids without one (or all, when None) score 1.
+        min_pixels: Instances with fewer pixels are dropped.
+
+    Returns:
+        The instances, in descending score (ties in id order).
+    """
+    ids, boxes = instance_boxes(labels)
+    found = []
+    for value, (x0, y0, x1, y1) in zip(ids.tolist(), boxes.astype(int).tolist(), strict=True):
+        mask = labels[y0:y1, x0:x1] == value
+        if mask.sum() < min_pixels:
+            continue
+        score = 1.0 if scores is None else float(scores.get(value, 1.0))
+        found.append(Instance(mask, y0, x0, score))
+    return sorted(found, key=lambda i: -i.score)
+
+
+def resolve_overlaps(
+    pixel: torch.Tensor,
+    owner: torch.Tensor,
+    score: torch.Tensor,
+    pixels: int,
+    min_pixels: int,
+    min_owned: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give every claimed pixel to the highest-scoring instance that claims it, in one pass.
+
+    An instance that keeps fewer than ``min_pixels`` pixels, or less than ``min_owned`` of those
+    it claimed, is a duplicate of a better one and is dropped.
+
+    Args:
+        pixel: (m,) flat index of each claimed pixel, in a space of ``pixels`` pixels (for a
+            batch, chip index times chip pixels plus the pixel's index in its chip).
+        owner: (m,) instance making each claim, in 0..n-1.
+        score: (n,) score of each instance; ties go to the lower index.
+        pixels: Size of the flat index space.
+        min_pixels: Fewest pixels a kept instance owns.
+        min_owned: Least share of its claimed pixels a kept instance owns.
+
+    Returns:
+        (keep: (n,) whether each instance is kept, owned: (m,) whether each claim was won).
+    """
+    n = len(score)
+    rank = torch.empty(n, dtype=torch.long, device=score.device)
+    rank[torch.argsort(score, descending=True, stable=True)] = torch.arange(n, device=score.device)
+    claim = torch.full((pixels,), n, dtype=torch.long, device=score.device)
+    claim.scatter_reduce_(0, pixel, rank[owner], reduce="amin")
+    owned = claim[pixel] == rank[owner]
+    total = torch.bincount(owner, minlength=n)
+    kept_pixels = torch.bincount(owner[owned], minlength=n)
+    keep = (kept_pixels >= min_pixels) & (kept_pixels >= min_owned * total.clamp(min=1))
+    return keep, owned

@@ -1,36 +1,154 @@
-"""The methods by name: how to build a model from a checkpoint's config and wrap it for inference."""
+"""The methods by name: each one's configuration, model, segmenter, training losses and shipped
+checkpoint, in one registry that the command line, training, evaluation and the AOI flow read.
+
+Adding a method is one module (its config, model and segmenter) and one `register` call here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from footprints.geo.errors import InputError
 
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_bytes, load_checkpoint
 from .instances import InstanceSegmenter
+from .threshold import ThresholdConfig, ThresholdModel, ThresholdSegmenter
 from .vec2instance import Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter
 
-DEFAULT_MODEL = Path(__file__).parent / "weights" / "vec2instance-default.pt"
+WEIGHTS = Path(__file__).parent / "weights"
 
-METHODS = {"vec2instance": (Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter)}
+# (model, images, instance ids, generator, instances per step) -> named loss terms
+Losses = Callable[[Any, torch.Tensor, torch.Tensor, torch.Generator, int], dict[str, torch.Tensor]]
 
 
-def build_model(method: str, config: dict | None = None) -> nn.Module:
+@dataclass(frozen=True)
+class Method:
+    """What the project knows of one method.
+
+    Attributes:
+        name: How users and checkpoints name it.
+        summary: One line for help texts.
+        config: Its configuration dataclass (architecture and decoding settings, with
+            ``to_dict()``), built from a checkpoint's plain values.
+        model: Builds the (untrained) model from a config.
+        segmenter: Wraps a model for inference, on a device (None: CUDA when present).
+        losses: The training losses of a batch; None for a method with nothing to train.
+        checkpoint: The trained model that ships with the project, if any.
+    """
+
+    name: str
+    summary: str
+    config: type
+    model: Callable[[Any], nn.Module]
+    segmenter: Callable[[Any, torch.device | None], InstanceSegmenter]
+    losses: Losses | None = None
+    checkpoint: Path | None = None
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the method learns anything (and so has a training command)."""
+        return self.losses is not None
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (a method of the same name is replaced)."""
+    METHODS[method.name] = method
+    return method
+
+
+register(
+    Method(
+        "vec2instance",
+        "centroid detector + Vec2Instance (a CNN predicts each building's mask MLP)",
+        Vec2InstanceConfig,
+        Vec2InstanceModel,
+        Vec2InstanceSegmenter,
+        losses=Vec2InstanceModel.losses,
+        checkpoint=WEIGHTS / "vec2instance-default.pt",
+    )
+)
+register(
+    Method(
+        "threshold",
+        "brightness threshold baseline (bright connected regions; nothing to train)",
+        ThresholdConfig,
+        ThresholdModel,
+        ThresholdSegmenter,
+    )
+)
+
+DEFAULT_METHOD = "vec2instance"
+
+
+def get_method(name: str) -> Method:
+    """The registered method of that name.
+
+    Raises:
+        InputError: Unknown method.
+    """
+    if name not in METHODS:
+        raise InputError(name, f"unknown method; known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def build_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
     """A new (untrained) model of a method, from plain config values.
 
     Raises:
         InputError: Unknown method or config keys.
     """
-    if method not in METHODS:
-        raise InputError(method, f"unknown method; known: {', '.join(METHODS)}")
-    config_type, model_type, _ = METHODS[method]
+    entry = get_method(name)
     try:
-        return model_type(config_type(**(config or {})))
+        return entry.model(entry.config(**(config or {})))
     except TypeError as error:
-        raise InputError(method, f"bad configuration ({error})") from error
+        raise InputError(name, f"bad configuration ({error})") from error
+
+
+def resolve_checkpoint(
+    path: str | Path | None = None, name: str | None = None
+) -> tuple[Path | bytes, dict[str, Any]]:
+    """The checkpoint a run or an evaluation uses, read and checked.
+
+    Args:
+        path: The checkpoint named by the user; None takes the method's shipped model or, for a
+            method with nothing to train, a checkpoint of its default settings (as bytes).
+        name: The method the checkpoint must be of; None accepts any (and, without ``path``,
+            means the project's default method).
+
+    Returns:
+        (the checkpoint's file or content, its record).
+
+    Raises:
+        InputError: Unknown method, a method that learns but ships no model, an unreadable
+            checkpoint, or one of another method.
+    """
+    source: Path | bytes
+    if path:
+        source = Path(path)
+    else:
+        entry = get_method(name or DEFAULT_METHOD)
+        if entry.checkpoint is not None:
+            source = entry.checkpoint
+        elif entry.trainable:
+            raise InputError(entry.name, "ships no trained model; name a checkpoint (--model)")
+        else:
+            config = entry.config()
+            state = entry.model(config).state_dict()
+            source = checkpoint_bytes({"method": entry.name, "config": config.to_dict(), "state_dict": state})
+    record = load_checkpoint(source)
+    if name is not None and name != record["method"]:
+        where = str(source) if isinstance(source, Path) else f"the {name} default"
+        raise InputError(where, f"is a {record['method']} checkpoint, not {name}")
+    return source, record
 
 
 def load_segmenter(path: str | Path | bytes, device: torch.device | None = None) -> InstanceSegmenter:
@@ -46,5 +164,4 @@ def load_segmenter(path: str | Path | bytes, device: torch.device | None = None)
     except RuntimeError as error:
         name = f"checkpoint of {len(path)} bytes" if isinstance(path, bytes) else str(path)
         raise InputError(name, f"weights do not fit the {record['method']} model ({error})") from error
-    _, _, segmenter_type = METHODS[record["method"]]
-    return segmenter_type(model, device)
+    return get_method(record["method"]).segmenter(model, device)

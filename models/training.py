@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Augmentation, ChipSampler
+from .registry import Method
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def last_path(best: Path) -> Path:
 
 def train(
     model: nn.Module,
-    method: str,
+    method: Method,
     sampler: ChipSampler,
     config: TrainConfig,
     validate: Callable[[nn.Module], float],
@@ -91,15 +93,15 @@ def train(
     progress: bool = True,
     extra: dict | None = None,
 ) -> list[EpochResult]:
-    """Train ``model`` (which must have ``losses(images, ids, generator, max_instances)``).
+    """Train a model of ``method`` with the method's losses.
 
     After each epoch the model is validated; the best model so far is saved at ``best`` and the
     full state (optimiser, schedule, sampler) at ``last_path(best)``, so an interrupted run resumes
     where it stopped with ``resume=True``.
 
     Args:
-        model: The model, with ``config.to_dict()``.
-        method: The method's name, stored in checkpoints.
+        model: The model, with its configuration as ``config``.
+        method: The method: its losses train the model, its name goes into checkpoints.
         sampler: Source of training chips.
         config: How to train.
         validate: Returns the validation F1 of the model (in eval mode).
@@ -131,7 +133,16 @@ def train(
         history = [EpochResult(**h) for h in state["history"]]
         best_f1, start = state["best_f1"], state["epoch"]
         log.info("resuming from %s after epoch %d (best F1 %.4f)", state_path, start, best_f1)
-    common = {"method": method, "config": model.config.to_dict(), "training": asdict(config), **(extra or {})}
+    if method.losses is None:
+        raise ValueError(f"{method.name} has nothing to train")
+    losses_of = method.losses
+    model_config: Any = model.config  # every method's model carries its config dataclass
+    common = {
+        "method": method.name,
+        "config": model_config.to_dict(),
+        "training": asdict(config),
+        **(extra or {}),
+    }
     for epoch in range(start + 1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -140,8 +151,8 @@ def train(
         for _ in bar:
             images, ids = sampler.batch(config.batch_size)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                losses = model.losses(images.to(device), ids, generator, config.max_instances)
-            loss = sum(losses.values())
+                losses = losses_of(model, images.to(device), ids, generator, config.max_instances)
+            loss = torch.stack(list(losses.values())).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .backbone import UNet, conv_block
 from .centroid import CentreTargets, CentroidHead, Peaks, centre_losses, centre_targets, find_peaks
-from .instances import Instance
+from .instances import Instance, resolve_overlaps
 
 
 @dataclass(frozen=True)
@@ -299,8 +299,9 @@ def decode_masks(
 
     Instances are grouped by padded crop size (see padded_sides); each group is evaluated in
     batched matrix products, in chunks that bound the memory of the hidden layer. Overlaps are
-    resolved by score in one pass: each pixel belongs to the highest-scoring instance that claims
-    it, and an instance left with less than ``min_owned`` of its pixels is dropped as a duplicate.
+    resolved by score (see instances.resolve_overlaps): each pixel belongs to the highest-scoring
+    instance that claims it, and an instance left with less than ``min_owned`` of its pixels is
+    dropped as a duplicate.
     """
     rows, cols = shape
     device = params.device
@@ -312,8 +313,6 @@ def decode_masks(
     x1 = torch.ceil(peaks.centre[:, 0] + side / 2).clamp(1, cols).long()
     y1 = torch.ceil(peaks.centre[:, 1] + side / 2).clamp(1, rows).long()
     extent = torch.maximum(x1 - x0, y1 - y0)
-    rank = torch.empty(n, dtype=torch.long, device=device)
-    rank[torch.argsort(peaks.score, descending=True, stable=True)] = torch.arange(n, device=device)
     threshold = math.log(config.mask_threshold / (1 - config.mask_threshold))  # on logits
 
     pixel_index, pixel_owner, masks = [], [], []
@@ -342,12 +341,9 @@ def decode_masks(
 
     flat = torch.cat(pixel_index)
     owner = torch.cat(pixel_owner)
-    claim = torch.full((batch_size * rows * cols,), n, dtype=torch.long, device=device)
-    claim.scatter_reduce_(0, flat, rank[owner], reduce="amin")
-    owned = claim[flat] == rank[owner]
-    total = torch.bincount(owner, minlength=n)
-    kept_pixels = torch.bincount(owner[owned], minlength=n)
-    keep = (kept_pixels >= config.min_pixels) & (kept_pixels >= config.min_owned * total.clamp(min=1))
+    keep, owned = resolve_overlaps(
+        flat, owner, peaks.score, batch_size * rows * cols, config.min_pixels, config.min_owned
+    )
 
     # Clear the pixels each instance lost to a higher-scoring neighbour, then cut the crops.
     lost_flat = flat[~owned]

@@ -26,6 +26,7 @@ from pyproj import CRS
 
 from footprints.geo.chips import Chip, ChipPlan, Limits, TileFootprint, read_chip, tile_limits
 from footprints.geo.errors import FootprintsError
+from footprints.geo.runs import DEFAULTS
 from footprints.geo.stores import S3Options, TileStore, open_store
 from footprints.geo.vectorise import mask_to_polygon, tidy_outlines, to_metric
 from footprints.models.instances import InstanceSegmenter
@@ -47,10 +48,19 @@ _LIMITS_KEPT = 256
 
 @dataclass(frozen=True)
 class Model:
-    """A checkpoint as a run uses it: its bytes, method and identity."""
+    """A checkpoint as a run uses it: its bytes, method and identity.
+
+    Attributes:
+        content: The checkpoint's bytes.
+        method: The method it is of.
+        source: Where it came from: its path, or the method's name for one without weights.
+        model_id: Its stem and checksum prefix.
+        sha256: Its checksum.
+    """
 
     content: bytes
     method: str
+    source: str
     model_id: str
     sha256: str
 
@@ -129,9 +139,9 @@ class Vectorising:
     """How instance masks become published outlines."""
 
     metric_crs: CRS
-    min_area_m2: float = 4.0
-    simplify_m: float = 0.3
-    regularise: bool = False
+    min_area_m2: float = DEFAULTS.min_area_m2
+    simplify_m: float = DEFAULTS.simplify_m
+    regularise: bool = DEFAULTS.regularise
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,12 @@ from tqdm.auto import tqdm
 from footprints.geo.aoi import Aoi, read_aoi
 from footprints.geo.chips import ChipPlan, TileFootprint, covering_tiles, footprint_polygons, plan_chips
 from footprints.geo.dedup import Candidates, deduplicate
-from footprints.geo.errors import InputError
 from footprints.geo.geopackage import write_buildings
 from footprints.geo.layouts import find_tiles
+from footprints.geo.runs import RunRecord
 from footprints.geo.stores import S3Options, open_store
 from footprints.geo.vectorise import to_metric
-from footprints.models.checkpoint import load_checkpoint
+from footprints.models.registry import resolve_checkpoint
 
 from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch
 
@@ -55,14 +54,19 @@ def load_aoi(aoi: str, aoi_crs: str = "EPSG:4326") -> Aoi:
 
 
 @task(cache_policy=NO_CACHE)
-def load_model(path: str | Path, method: str | None = None) -> Model:
-    """Read a checkpoint once, check its method, and name it by file and checksum."""
-    record = load_checkpoint(path)
-    if method is not None and method != record["method"]:
-        raise InputError(str(path), f"is a {record['method']} checkpoint, not {method}")
-    content = Path(path).read_bytes()
+def load_model(path: str | None = None, method: str | None = None) -> Model:
+    """Read a checkpoint once, check its method, and name it by file and checksum.
+
+    Args:
+        path: The checkpoint; None takes the method's default (see registry.resolve_checkpoint).
+        method: The method the checkpoint must be of; None accepts any.
+    """
+    source, record = resolve_checkpoint(path, method)
+    name = str(source) if isinstance(source, Path) else record["method"]
+    content = source.read_bytes() if isinstance(source, Path) else source
     digest = hashlib.sha256(content).hexdigest()
-    return Model(content, record["method"], f"{Path(path).stem}@{digest[:12]}", digest)
+    stem = source.stem if isinstance(source, Path) else record["method"]
+    return Model(content, record["method"], name, f"{stem}@{digest[:12]}", digest)
 
 
 @task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
@@ -197,18 +201,20 @@ def merge_buildings(
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def write_geopackage(
-    buildings: gpd.GeoDataFrame, out: Path, aoi: Aoi, crs: str, model: Model, run: dict
-) -> int:
-    """Write the buildings in the output CRS with their provenance; returns the file's feature count."""
-    table = buildings.to_crs(crs).assign(method=model.method, model_id=model.model_id, run_id=run["run_id"])
-    started = time.perf_counter()
-    count = write_buildings(out, table, aoi.to_crs(crs), run)
+def write_geopackage(buildings: gpd.GeoDataFrame, aoi: Aoi, run: RunRecord) -> RunRecord:
+    """Write the buildings in the output CRS with their provenance, and the run's record.
+
+    Returns:
+        The record as written, with the write's time.
+    """
+    crs = run.settings.crs
+    table = buildings.to_crs(crs).assign(method=run.method, model_id=run.model_id, run_id=run.run_id)
+    record = write_buildings(run.out, table, aoi.to_crs(crs), run)
     log.info(
         "wrote %d buildings (%d in the file) to %s in %.1f s",
-        len(table),
-        count,
-        out,
-        time.perf_counter() - started,
+        record.buildings,
+        record.buildings_in_file,
+        record.out,
+        record.seconds["write"],
     )
-    return count
+    return record

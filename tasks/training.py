@@ -12,7 +12,7 @@ from prefect.runtime import task_run
 
 from footprints.geo.stores import S3Options
 from footprints.models.data import ChipSampler
-from footprints.models.registry import METHODS, build_model, load_segmenter
+from footprints.models.registry import build_model, get_method, load_segmenter
 from footprints.models.training import TrainConfig, train
 
 from .evaluation import eval_tiles, evaluate
@@ -55,12 +55,12 @@ def train_model(
     tile_sets = open_sources(sorted({r.source for r in split_refs["train"]}), s3)
     labelled = read_each(split_refs["train"], tile_sets, read_labelled_tile)
     val = eval_tiles(split_refs["val"], s3)
-    segmenter_type = METHODS[method][2]
+    entry = get_method(method)
     model = build_model(method, architecture)
     sampler = ChipSampler(labelled, config.chip, config.augmentation, config.seed)
 
     def validate(trained: Any) -> float:
-        return evaluate(segmenter_type(trained), val).overall["f1"] if val else 0.0
+        return evaluate(entry.segmenter(trained, None), val).overall["f1"] if val else 0.0
 
     extra = {
         "data": {
@@ -69,7 +69,7 @@ def train_model(
         }
     }
     history = train(
-        model, method, sampler, config, validate, out, resume=resume, progress=progress, extra=extra
+        model, entry, sampler, config, validate, out, resume=resume, progress=progress, extra=extra
     )
     return [asdict(h) for h in history]
 

@@ -9,7 +9,7 @@ larger than any chip overlap the tests use, and one has a courtyard (a hole).
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,13 +17,14 @@ import numpy as np
 import rasterio
 import shapely
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.transform import Affine
+from torch import nn
 
-from footprints.geo.vectorise import mask_to_polygon
-from footprints.models.instances import Instance
-from footprints.tasks.chip_work import Model
+from footprints.geo.baseline import bright_regions
+from footprints.models.checkpoint import save_checkpoint
+from footprints.models.instances import Instance, labels_to_instances
+from footprints.models.registry import Method, register
 
 TILE = 160
 PIXEL_M = 0.5
@@ -100,40 +101,47 @@ def write_block_scene(folder: Path, nodata_left_of: int | None = None) -> list[P
     return paths
 
 
-class BlockSegmenter:
-    """Connected components of bright pixels, each as an instance with score 1."""
+@dataclass(frozen=True)
+class BlockConfig:
+    """The toy method has nothing to configure."""
 
+    def to_dict(self) -> dict[str, int]:
+        return {}
+
+
+class BlockNet(nn.Module):
+    """No weights: carries the configuration, as every method's model does."""
+
+    def __init__(self, config: BlockConfig = BlockConfig()) -> None:
+        super().__init__()
+        self.config = config
+
+
+class BlockSegmenter:
+    """Connected components of bright pixels, each an instance with score 1.
+
+    ``loads`` counts the segmenters made in this process (the tests' workers are threads of it).
+    """
+
+    loads: ClassVar[int] = 0
     device = torch.device("cpu")
+
+    def __init__(self, model: BlockNet, device: torch.device | None = None) -> None:
+        BlockSegmenter.loads += 1
 
     def predict(self, chips: torch.Tensor) -> list[list[Instance]]:
         """Per chip, its bright components."""
         found = []
         for chip in chips.numpy():
-            instances = []
-            components = shapely.get_parts(mask_to_polygon(chip.mean(axis=0) > 0.5))
-            for polygon in components[~shapely.is_empty(components)]:
-                col0, row0, col1, row1 = (int(v) for v in polygon.bounds)
-                shifted = shapely.affinity.translate(polygon, -col0, -row0)
-                with warnings.catch_warnings():  # pixel coordinates, on purpose
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    mask = rasterize([(shifted, 1)], out_shape=(row1 - row0, col1 - col0), dtype="uint8")
-                instances.append(Instance(mask.astype(bool), row0, col0, 1.0))
-            found.append(instances)
+            labels, _ = bright_regions(chip.mean(axis=0), threshold=0.5, min_pixels=1)
+            found.append(labels_to_instances(labels))
         return found
 
 
-class BlockModel(Model):
-    """A Model whose workers load the BlockSegmenter instead of a checkpoint.
-
-    ``loads`` counts the loads in this process (the tests' workers are threads of it).
-    """
-
-    loads: ClassVar[int] = 0
-
-    def load(self) -> BlockSegmenter:
-        """The perfect segmenter of block scenes."""
-        BlockModel.loads += 1
-        return BlockSegmenter()
+# A method registered from the tests: the flows, tasks and CLI know it from the registry alone.
+register(Method("blocks", "the perfect segmenter of block scenes", BlockConfig, BlockNet, BlockSegmenter))
 
 
-BLOCK_MODEL = BlockModel(b"", "blocks", "blocks@test", "0" * 64)
+def block_checkpoint(path: Path) -> Path:
+    """A checkpoint of the block method, as any method's checkpoint is written."""
+    return save_checkpoint(path, {"method": "blocks", "config": {}, "state_dict": {}})

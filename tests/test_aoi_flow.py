@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,13 @@ import shapely
 from distributed import Client, LocalCluster
 
 from footprints.cli import main
-from footprints.flows.aoi import RunSummary, aoi_flow
+from footprints.flows.aoi import aoi_flow
 from footprints.geo.layouts import find_tiles
+from footprints.geo.runs import RunRecord
 from footprints.geo.scoring import score_footprints
 from footprints.geo.stores import S3Options, open_store
 from footprints.geo.synth import scene_truth, write_scene
-from footprints.models.registry import DEFAULT_MODEL
+from footprints.models.registry import get_method
 
 QGIS_PYTHON = "/usr/bin/python3"
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +111,7 @@ def first_run(
     top_row_aoi: Path,
     worker_cache: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[RunSummary, Path, Path]:
+) -> tuple[RunRecord, Path, Path]:
     """One run of the flow over the top row; returns its summary, output and the workers' cache."""
     out = tmp_path_factory.mktemp("out") / "buildings.gpkg"
     state = run_top_row(out, top_row_aoi, s3_scene, s3_endpoint, gpu_cluster[0], return_state=True)
@@ -137,7 +139,7 @@ def buildings(path: Path) -> gpd.GeoDataFrame:
 
 
 def test_run_finds_the_buildings_of_the_aoi(
-    first_run: tuple[RunSummary, Path, Path], s3_scene: str, s3_endpoint: str, top_row_aoi: Path
+    first_run: tuple[RunRecord, Path, Path], s3_scene: str, s3_endpoint: str, top_row_aoi: Path
 ) -> None:
     summary, out, _ = first_run
     found = buildings(out)
@@ -162,7 +164,7 @@ def test_run_finds_the_buildings_of_the_aoi(
     assert score_footprints(truth, found, 0.3).overall["f1"] > 0.55
 
 
-def test_tiles_outside_the_aoi_are_never_downloaded(first_run: tuple[RunSummary, Path, Path]) -> None:
+def test_tiles_outside_the_aoi_are_never_downloaded(first_run: tuple[RunRecord, Path, Path]) -> None:
     summary, out, cache = first_run
     downloaded = sorted(p.name for p in cache.rglob("*.tif"))
     assert downloaded == [
@@ -175,25 +177,46 @@ def test_tiles_outside_the_aoi_are_never_downloaded(first_run: tuple[RunSummary,
 
 
 def test_inference_runs_on_the_worker_with_a_gpu_resource(
-    first_run: tuple[RunSummary, Path, Path], gpu_cluster: tuple[str, str]
+    first_run: tuple[RunRecord, Path, Path], gpu_cluster: tuple[str, str]
 ) -> None:
     assert first_run[0].workers == [gpu_cluster[1]]
 
 
-def test_run_metadata_is_recorded(first_run: tuple[RunSummary, Path, Path], top_row_aoi: Path) -> None:
+def test_run_metadata_is_recorded(first_run: tuple[RunRecord, Path, Path], top_row_aoi: Path) -> None:
     summary, out, _ = first_run
     runs = pyogrio.read_dataframe(out, layer="runs")
     row = runs.iloc[-1]
     assert row["run_id"] == summary.run_id
     assert row["aoi"] == str(top_row_aoi)
     assert "EPSG:32611" in row["aoi_crs"]
-    assert row["model_sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
-    assert json.loads(row["parameters"])["chip_size"] == 384
-    assert set(json.loads(row["seconds"])) >= {"plan", "segment", "merge"}
+    shipped = get_method("vec2instance").checkpoint
+    assert shipped is not None
+    assert row["model_sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert json.loads(row["settings"])["chip_size"] == 384
+    assert set(json.loads(row["seconds"])) >= {"plan", "segment", "merge", "write"}
+    assert "+g" in row["code_version"]  # the commit, as in checkpoints
+    # One record feeds the table and the flow's return value: they cannot disagree.
+    assert RunRecord.from_row(row.to_dict()) == summary
+
+
+def test_the_flow_logs_reach_the_prefect_api(first_run: tuple[RunRecord, Path, Path]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler.flush()
+    summary = first_run[0]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(summary.run_id)])))
+    messages = [log.message for log in logs]
+    # The flow's summary line, and a line of the tasks' own module loggers.
+    assert summary.describe() in messages
+    assert any(m.startswith(f"wrote {summary.buildings} buildings") for m in messages)
+    assert any("tiles cover the AOI" in m for m in messages)
 
 
 def test_rerunning_into_the_same_output_does_not_duplicate(
-    first_run: tuple[RunSummary, Path, Path],
+    first_run: tuple[RunRecord, Path, Path],
     s3_scene: str,
     s3_endpoint: str,
     gpu_cluster: tuple[str, str],
@@ -224,7 +247,7 @@ def qgis() -> str:
 
 
 def test_qgis_opens_the_geopackage_with_its_style(
-    first_run: tuple[RunSummary, Path, Path], qgis: str, tmp_path: Path
+    first_run: tuple[RunRecord, Path, Path], qgis: str, tmp_path: Path
 ) -> None:
     summary, out, _ = first_run
     runtime = tmp_path / "xdg-runtime"

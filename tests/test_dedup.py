@@ -15,26 +15,33 @@ import numpy as np
 import pytest
 import shapely
 from block_scene import (
-    BLOCK_MODEL,
     CRS,
     PIXEL_M,
     TILE,
-    BlockModel,
+    BlockSegmenter,
+    block_checkpoint,
     scene_polygons,
     scene_transform,
     write_block_scene,
 )
 from distributed import LocalCluster
+from records import run_record
 
 from footprints.geo.aoi import read_aoi
 from footprints.geo.dedup import Candidates, deduplicate
 from footprints.geo.labels import apply_affine
 from footprints.geo.scoring import score_footprints
 from footprints.geo.stores import S3Options
-from footprints.tasks.chip_work import Vectorising
-from footprints.tasks.inference import merge_buildings, plan_run, segment_chips, write_geopackage
+from footprints.tasks.chip_work import Model, Vectorising
+from footprints.tasks.inference import load_model, merge_buildings, plan_run, segment_chips, write_geopackage
 
 SCENE_BBOX = "500000,3999840,500160,4000000"  # the whole 320 x 320 px scene, UTM metres
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    """The block method's checkpoint, read as a run reads any checkpoint."""
+    return load_model.fn(str(block_checkpoint(tmp_path_factory.mktemp("model") / "blocks.pt")), "blocks")
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +50,14 @@ def cluster() -> Iterator[str]:
         yield c.scheduler_address
 
 
-def run_chips(source: Path, cluster: str, size: int, overlap: int, aoi: str = SCENE_BBOX) -> gpd.GeoDataFrame:
+def run_chips(
+    source: Path, model: Model, cluster: str, size: int, overlap: int, aoi: str = SCENE_BBOX
+) -> gpd.GeoDataFrame:
     """The buildings of the block scene through plan, segment and merge (no model, no Prefect)."""
     area = read_aoi(aoi, CRS)
     plan = plan_run.fn(area, str(source), S3Options(), size, overlap)
     how = Vectorising(area.utm_crs(), min_area_m2=1.0, simplify_m=0.0)
-    segmented = segment_chips.fn(plan, BLOCK_MODEL, str(source), S3Options(), how, cluster, 4, False)
+    segmented = segment_chips.fn(plan, model, str(source), S3Options(), how, cluster, 4, False)
     found = merge_buildings.fn(segmented, plan, area, how)
     found.attrs["skipped"] = segmented.skipped
     return found
@@ -74,13 +83,13 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_chips(scene: Path, cluster: str) -> gpd.GeoDataFrame:
-    return run_chips(scene, cluster, 64, 24)
+def small_chips(scene: Path, blocks: Model, cluster: str) -> gpd.GeoDataFrame:
+    return run_chips(scene, blocks, cluster, 64, 24)
 
 
 @pytest.fixture(scope="module")
-def tile_chips(scene: Path, cluster: str) -> gpd.GeoDataFrame:
-    return run_chips(scene, cluster, TILE, 0)
+def tile_chips(scene: Path, blocks: Model, cluster: str) -> gpd.GeoDataFrame:
+    return run_chips(scene, blocks, cluster, TILE, 0)
 
 
 def test_small_chips_and_one_chip_per_tile_give_the_same_buildings(
@@ -122,9 +131,9 @@ def test_holes_are_kept(small_chips: gpd.GeoDataFrame) -> None:
     assert shapely.Polygon(holed[0].interiors[0]).area == pytest.approx(30 * 30 * PIXEL_M**2, rel=0.02)
 
 
-def test_nodata_chips_are_skipped_and_yield_nothing(tmp_path: Path, cluster: str) -> None:
+def test_nodata_chips_are_skipped_and_yield_nothing(tmp_path: Path, blocks: Model, cluster: str) -> None:
     write_block_scene(tmp_path, nodata_left_of=100)
-    found = run_chips(tmp_path, cluster, 64, 24)
+    found = run_chips(tmp_path, blocks, cluster, 64, 24)
     assert found.attrs["skipped"] >= 4  # the chips wholly left of column 100
     left_edge = scene_transform().c + 100 * PIXEL_M
     utm = found.to_crs(CRS)
@@ -152,11 +161,13 @@ def test_fragments_of_row_houses_are_not_joined() -> None:
     assert sorted(round(g.area, 6) for g in merged.geometry) == [12.0, 18.0]
 
 
-def test_the_model_loads_once_per_worker_however_many_batches(scene: Path, cluster: str) -> None:
-    before = BlockModel.loads
-    found = run_chips(scene, cluster, 64, 24)  # 64 chips in batches of 4
+def test_the_model_loads_once_per_worker_however_many_batches(
+    scene: Path, blocks: Model, cluster: str
+) -> None:
+    before = BlockSegmenter.loads
+    found = run_chips(scene, blocks, cluster, 64, 24)  # 64 chips in batches of 4
     assert len(found) == len(scene_polygons())
-    assert BlockModel.loads - before == 1
+    assert BlockSegmenter.loads - before == 1
 
 
 def test_output_in_another_crs_keeps_areas_in_square_metres(
@@ -164,7 +175,7 @@ def test_output_in_another_crs_keeps_areas_in_square_metres(
 ) -> None:
     area = read_aoi(SCENE_BBOX, CRS)
     out = tmp_path / "mercator.gpkg"
-    write_geopackage.fn(small_chips, out, area, "EPSG:3857", BLOCK_MODEL, {"run_id": "r1"})
+    write_geopackage.fn(small_chips, area, run_record(out, "r1", "EPSG:3857"))
     written = gpd.read_file(out, layer="buildings", engine="pyogrio")
     assert written.crs.to_epsg() == 3857
     utm_areas = written.to_crs(CRS).area.to_numpy()

@@ -16,7 +16,7 @@ from footprints.geo.stores import LocalStore, S3Options, open_store
 from footprints.geo.synth import write_scene
 from footprints.models.checkpoint import save_checkpoint
 from footprints.models.data import Augmentation, ChipSampler
-from footprints.models.registry import load_segmenter
+from footprints.models.registry import get_method, load_segmenter
 from footprints.models.training import TrainConfig, last_path, train
 from footprints.models.vec2instance import Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter
 from footprints.tasks.evaluation import eval_tiles, evaluate, predict_polygons
@@ -49,7 +49,7 @@ def test_small_model_overfits_one_tile(one_tile: str, tmp_path: Path) -> None:
     config = TrainConfig(epochs=10, steps_per_epoch=25, batch_size=2, chip=448, lr=3e-3, augmentation=still)
     history = train(
         model,
-        "vec2instance",
+        get_method("vec2instance"),
         ChipSampler(tiles, config.chip, still, seed=0),
         config,
         lambda m: evaluate(Vec2InstanceSegmenter(m), val).overall["f1"],

@@ -1,0 +1,47 @@
+"""The Dask cluster of an AOI run: an existing one by address, or a LocalCluster for the run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from distributed import LocalCluster
+
+
+def default_workers() -> int:
+    """Workers of a LocalCluster: one per GPU, else one per core (up to 8).
+
+    On CPU, several single-threaded forward passes side by side beat one forward pass on all
+    cores (convolutions scale less than linearly with threads), and one worker's reading and
+    vectorising overlaps another's forward pass (benchmarks/README.md).
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@contextmanager
+def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tuple[str, int | None]]:
+    """The scheduler address of an existing cluster, or of a LocalCluster started for the run,
+    with the threads each forward pass may use (None: let each worker decide).
+
+    The local cluster's workers are threads of this process, one task at a time each, sharing the
+    machine's cores between their forward passes: on one machine, a worker process under Dask's
+    nanny ran the same forward pass about 1.4 times slower than a worker thread
+    (benchmarks/README.md), and the pixels stay on the workers either way.
+    """
+    if address:
+        yield address, None
+        return
+    workers = workers or default_workers()
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield cluster.scheduler_address, max(1, (os.cpu_count() or 1) // workers)

@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from footprints.geo.runs import DEFAULTS
+
 STAGES = ("plan", "worker_read", "worker_model", "worker_vectorise", "merge", "write")
 
 
@@ -36,13 +38,14 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     import torch
     from prefect import flow
 
-    from footprints.flows.aoi import aoi_flow, default_workers
+    from footprints.flows.aoi import aoi_flow
     from footprints.flows.demo import scene_bbox
     from footprints.geo.aoi import read_aoi
     from footprints.geo.chips import read_chip, tile_limits
     from footprints.geo.layouts import find_tiles
     from footprints.geo.stores import LocalStore, S3Options
-    from footprints.models.registry import DEFAULT_MODEL, load_segmenter
+    from footprints.models.registry import load_segmenter, resolve_checkpoint
+    from footprints.tasks.cluster import default_workers
     from footprints.tasks.inference import plan_run
 
     @flow
@@ -70,7 +73,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     flow_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     plan = plan_run.fn(read_aoi(bbox), str(scene), S3Options(), chip, overlap)
-    segmenter = load_segmenter(DEFAULT_MODEL)
+    segmenter = load_segmenter(resolve_checkpoint()[0])
     store = LocalStore(scene)
     paths = {k: store.local_path(k) for k in plan.tiles}
     limits = {k: tile_limits(paths[k], fp, k) for k, fp in plan.tiles.items()}
@@ -120,9 +123,9 @@ def main() -> None:
     )
     parser.add_argument("--tiles", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chip", type=int, default=512)
-    parser.add_argument("--overlap", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--chip", type=int, default=DEFAULTS.chip_size)
+    parser.add_argument("--overlap", type=int, default=DEFAULTS.overlap)
+    parser.add_argument("--batch", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--workers", type=int, help="LocalCluster workers (default: the flow's)")
     parser.add_argument("--scenes", type=Path, default=Path("runs/bench-scenes"))
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: measure one scene

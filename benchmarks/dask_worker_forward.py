@@ -21,15 +21,17 @@ import time
 
 from distributed import Client, LocalCluster
 
+from footprints.geo.runs import DEFAULTS
+
 
 def forward_seconds(batch: int, chip: int, repeats: int, threads: int) -> float:
     """Median seconds of one ``predict`` call on a random batch, after one warm-up call."""
     import torch
 
-    from footprints.models.registry import DEFAULT_MODEL, load_segmenter
+    from footprints.models.registry import load_segmenter, resolve_checkpoint
 
     torch.set_num_threads(threads)
-    segmenter = load_segmenter(DEFAULT_MODEL)
+    segmenter = load_segmenter(resolve_checkpoint()[0])
     chips = torch.rand(batch, 3, chip, chip, generator=torch.Generator().manual_seed(0))
     times = []
     for _ in range(repeats + 1):
@@ -66,8 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--chip", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--chip", type=int, default=DEFAULTS.chip_size)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     measure = (args.batch, args.chip, args.repeats, os.cpu_count() or 1)

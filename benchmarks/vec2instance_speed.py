@@ -26,11 +26,9 @@ import torch
 from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
 from footprints.models.centroid import find_peaks
-from footprints.models.registry import load_segmenter
+from footprints.models.registry import load_segmenter, resolve_checkpoint
 from footprints.models.vec2instance import Vec2InstanceSegmenter, coordinate_mlp, decode_masks, sample_crops
 from footprints.tasks.tiles import open_sources, read_model_input
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "weights" / "vec2instance-default.pt"
 
 
 def median_ms(run: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -97,13 +95,13 @@ def measure(segmenter: Vec2InstanceSegmenter, tiles: torch.Tensor, repeats: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--tiles", type=int, default=8, help="synthetic tiles to draw chips from")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    segmenter = load_segmenter(args.model)
+    segmenter = load_segmenter(resolve_checkpoint(args.model, "vec2instance")[0])
     assert isinstance(segmenter, Vec2InstanceSegmenter)
     with tempfile.TemporaryDirectory() as folder:
         write_scene(LocalStore(folder).write_bytes, args.tiles, seed=2024)

@@ -208,7 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="footprints", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="footprints", description=(__doc__ or "footprints").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"footprints {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
+from pyogrio.errors import DataSourceError
 
 from .errors import InputError, first_line
 from .runs import RunRecord
@@ -70,9 +71,11 @@ def write_buildings(
     if len(earlier):
         centres = shapely.point_on_surface(earlier.geometry.to_numpy())
         earlier = earlier[~shapely.contains(aoi, centres)]
-    first_id = int(earlier["id"].max()) + 1 if len(earlier) else 1
+    first_id = int(np.asarray(earlier["id"]).max()) + 1 if len(earlier) else 1
     fresh = buildings.assign(id=np.arange(first_id, first_id + len(buildings)))
-    parts = [frame[[*COLUMNS, "geometry"]] for frame in (earlier, fresh) if len(frame)]
+    parts: list[pd.DataFrame] = [
+        pd.DataFrame(frame[[*COLUMNS, "geometry"]]) for frame in (earlier, fresh) if len(frame)
+    ]
     merged = gpd.GeoDataFrame(
         pd.concat(parts, ignore_index=True) if parts else fresh[[*COLUMNS, "geometry"]],
         geometry="geometry",
@@ -116,7 +119,7 @@ def _read_existing(path: Path, crs: Any) -> tuple[gpd.GeoDataFrame, pd.DataFrame
             raise InputError(str(path), f"exists but has no {LAYER!r} layer; refusing to overwrite it")
         earlier = pyogrio.read_dataframe(path, layer=LAYER)
         runs = pyogrio.read_dataframe(path, layer=RUNS) if RUNS in layers else pd.DataFrame()
-    except pyogrio.errors.DataSourceError as error:
+    except DataSourceError as error:
         raise InputError(
             str(path), f"exists but is not a readable GeoPackage ({first_line(error)})"
         ) from error

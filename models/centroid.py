@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -38,7 +39,8 @@ class CentroidHead(nn.Module):
             )
 
         self.heat, self.size, self.offset = head(1), head(1), head(2)
-        nn.init.constant_(self.heat[-1].bias, math.log(_PRIOR / (1 - _PRIOR)))
+        heat_out = cast(nn.Conv2d, self.heat[-1])
+        nn.init.constant_(cast(torch.Tensor, heat_out.bias), math.log(_PRIOR / (1 - _PRIOR)))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Heat logits, log size in pixels, offset in cells (x, y)."""

@@ -73,7 +73,7 @@ class ChipSampler:
         rows, cols = tile.ids.shape
         top = rng.integers(min(0, rows - source), max(0, rows - source) + 1)
         left = rng.integers(min(0, cols - source), max(0, cols - source) + 1)
-        image, ids = _window(tile, top, left, source)
+        image, ids = _window(tile, int(top), int(left), source)
         image_t = torch.from_numpy(image)[None]
         ids_t = torch.from_numpy(ids.astype(np.int64))[None, None].float()
         if source != self.chip:

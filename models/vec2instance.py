@@ -72,6 +72,8 @@ class Vec2InstanceConfig:
 class InstanceNet(nn.Module):
     """Crop (3 bands + 2 coordinate channels) -> MLP parameter vector."""
 
+    coords: torch.Tensor
+
     def __init__(self, patch: int, n_params: int, width: int = 24) -> None:
         super().__init__()
         channels = [5, width, 2 * width, 3 * width, 4 * width]
@@ -155,7 +157,7 @@ def sample_crops(
     Returns:
         (n, c, patch, patch); zeros outside the image.
     """
-    grids = crop_grids(centre, side, images.shape[-2:], patch)
+    grids = crop_grids(centre, side, (images.shape[-2], images.shape[-1]), patch)
     crops = images.new_zeros((len(batch), images.shape[1], patch, patch))
     for b in torch.unique(batch).tolist():
         index = torch.nonzero(batch == b).squeeze(1)
@@ -191,7 +193,8 @@ class Vec2InstanceModel(nn.Module):
         """
         cfg = self.config
         targets = centre_targets(ids, cfg.stride)
-        losses = centre_losses(*self(images), targets, cfg.stride)
+        heat, log_size, offset = self(images)
+        losses = centre_losses(heat, log_size, offset, targets, cfg.stride)
         losses["mask"] = self._mask_loss(images, ids, targets, generator, max_instances)
         return losses
 
@@ -218,7 +221,7 @@ class Vec2InstanceModel(nn.Module):
         crops = sample_crops(images, batch, centre, side, cfg.patch)
         # The target: this building's own mask, resampled through the same crop.
         own = (ids.to(device)[batch] == ids_picked.to(device)[:, None, None]).float()[:, None]
-        grids = crop_grids(centre, side, ids.shape[-2:], cfg.patch)
+        grids = crop_grids(centre, side, (ids.shape[-2], ids.shape[-1]), cfg.patch)
         target = F.grid_sample(own, grids, align_corners=False).flatten(1)
         steps = torch.linspace(-1 + 1 / cfg.patch, 1 - 1 / cfg.patch, cfg.patch, device=device)
         coords = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1).reshape(-1, 2)

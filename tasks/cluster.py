@@ -37,11 +37,12 @@ def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tu
         yield address, None
         return
     workers = workers or default_workers()
-    with LocalCluster(
+    cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=False,
-        dashboard_address=None,
+        dashboard_address=None,  # pyright: ignore[reportArgumentType]  # None: no dashboard, as documented
         silence_logs=logging.ERROR,
-    ) as cluster:
+    )
+    with cluster:
         yield cluster.scheduler_address, max(1, (os.cpu_count() or 1) // workers)

@@ -208,7 +208,9 @@ def write_geopackage(buildings: gpd.GeoDataFrame, aoi: Aoi, run: RunRecord) -> R
         The record as written, with the write's time.
     """
     crs = run.settings.crs
-    table = buildings.to_crs(crs).assign(method=run.method, model_id=run.model_id, run_id=run.run_id)
+    table = gpd.GeoDataFrame(
+        buildings.to_crs(crs).assign(method=run.method, model_id=run.model_id, run_id=run.run_id)
+    )
     record = write_buildings(run.out, table, aoi.to_crs(crs), run)
     log.info(
         "wrote %d buildings (%d in the file) to %s in %.1f s",

@@ -204,7 +204,7 @@ def test_the_flow_logs_reach_the_prefect_api(first_run: tuple[RunRecord, Path, P
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()
+    APILogHandler().flush()  # the logs go out in batches; send what is queued
     summary = first_run[0]
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(summary.run_id)])))

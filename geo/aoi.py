@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
-import pyogrio
 import shapely
+from pyogrio.errors import DataSourceError
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
@@ -38,7 +38,7 @@ class Aoi:
         return gpd.GeoSeries([densified], crs=self.crs).to_crs(crs).iloc[0]
 
     def _segment_length(self) -> float:
-        minx, miny, maxx, maxy = self.geometry.bounds
+        minx, miny, maxx, maxy = (float(v) for v in shapely.bounds(self.geometry))
         return max(maxx - minx, maxy - miny) / 64 or 1.0
 
     def utm_crs(self) -> CRS:
@@ -91,7 +91,7 @@ def _file_aoi(spec: str) -> Aoi:
         raise InputError(spec, "neither a bbox (minx,miny,maxx,maxy) nor an existing GeoJSON/GeoPackage file")
     try:
         frame = gpd.read_file(path, engine="pyogrio")
-    except pyogrio.errors.DataSourceError as error:
+    except DataSourceError as error:
         raise InputError(spec, f"not a readable vector file ({first_line(error)})") from error
     if frame.crs is None:
         raise InputError(spec, "the AOI file has no CRS")

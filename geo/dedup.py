@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from .overlap import pairwise_iou, pairwise_overlap
 from .vectorise import largest_polygon
 
 
@@ -136,9 +137,7 @@ def _join_fragments(found: Candidates, pixel_m: float, join_iou: float) -> list[
         # their width; one would leave their IoU just under a half.
         part_a = shapely.buffer(shapely.intersection(found.geometry[a], strip), 2 * pixel_m)
         part_b = shapely.buffer(shapely.intersection(found.geometry[b], strip), 2 * pixel_m)
-        inter = shapely.area(shapely.intersection(part_a, part_b))
-        union = shapely.area(shapely.union(part_a, part_b))
-        agree = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0) >= join_iou
+        agree = pairwise_iou(part_a, part_b) >= join_iou
         for i, j in zip(a[agree], b[agree], strict=True):
             parent[_root(parent, i)] = _root(parent, j)
     roots = np.array([_root(parent, i) for i in range(n)])
@@ -167,12 +166,8 @@ def _nms(geometry: np.ndarray, iou: float, ios: float) -> np.ndarray:
     i, j = shapely.STRtree(geometry).query(geometry, predicate="intersects")
     pair = i < j
     i, j = i[pair], j[pair]
-    inter = shapely.area(shapely.intersection(geometry[i], geometry[j]))
-    area = shapely.area(geometry)
-    union = area[i] + area[j] - inter
-    smaller = np.minimum(area[i], area[j])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        clash = (inter / union >= iou) | (inter / smaller >= ios)
+    pair_iou, pair_ios = pairwise_overlap(geometry[i], geometry[j])
+    clash = (pair_iou >= iou) | (pair_ios >= ios)
     i, j = i[clash], j[clash]
     suppressed = np.zeros(n, dtype=bool)
     clashes_with_later: dict[int, list[int]] = {}
@@ -191,7 +186,7 @@ def _trim(geometry: np.ndarray) -> np.ndarray:
     i, j = i[pair], j[pair]
     overlap = shapely.area(shapely.intersection(geometry[i], geometry[j])) > 0
     out = geometry.copy()
-    for later in np.unique(j[overlap]):
+    for later in map(int, np.unique(j[overlap])):
         earlier = i[overlap & (j == later)]
         out[later] = largest_polygon(
             shapely.make_valid(shapely.difference(out[later], shapely.union_all(geometry[earlier])))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyogrio
 import shapely
-from pyogrio.errors import DataSourceError
+from pyogrio.errors import DataLayerError, DataSourceError
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
@@ -41,14 +41,15 @@ def clean_polygons(geometries: np.ndarray | gpd.GeoSeries, source: str) -> np.nd
         Array of the same length of Polygon / MultiPolygon / empty geometries.
     """
     geoms = shapely.force_2d(np.asarray(geometries, dtype=object))
-    geoms = np.where(shapely.is_missing(geoms), shapely.Polygon(), geoms)
+    geoms[shapely.is_missing(geoms)] = shapely.Polygon()
     invalid = ~shapely.is_valid(geoms)
     if invalid.any():
         log.info("%s: repaired %d invalid polygon(s)", source, int(invalid.sum()))
         geoms[invalid] = shapely.make_valid(geoms[invalid])
     # make_valid may return a GeometryCollection; keep its polygon parts as one building.
     polygonal = np.array([_polygonal_part(g) for g in geoms], dtype=object)
-    return np.where(shapely.area(polygonal) > 0, polygonal, shapely.Polygon())
+    polygonal[~(shapely.area(polygonal) > 0)] = shapely.Polygon()
+    return polygonal
 
 
 def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
@@ -75,13 +76,13 @@ def read_label_file(path: str | Path, name: str | None = None) -> gpd.GeoDataFra
     name = name or str(path)
     try:
         frame = gpd.read_file(path, engine="pyogrio")
-    except (DataSourceError, pyogrio.errors.DataLayerError, ValueError) as error:
+    except (DataSourceError, DataLayerError, ValueError) as error:
         raise InputError(name, f"not a readable GeoJSON/vector file ({first_line(error)})") from error
     if frame.crs is None:
         frame = frame.set_crs(WGS84)
-    geometry = clean_polygons(frame.geometry.array, name)
+    geometry = clean_polygons(frame.geometry, name)
     frame = frame.set_geometry(gpd.GeoSeries(geometry, crs=frame.crs, index=frame.index))
-    return frame[~frame.geometry.is_empty].reset_index(drop=True)
+    return cast(gpd.GeoDataFrame, frame[~frame.geometry.is_empty].reset_index(drop=True))
 
 
 def to_pixels(
@@ -97,15 +98,13 @@ def to_pixels(
     Returns:
         Array of polygons in pixel coordinates.
     """
-    needs_reprojection = raster_crs is not None and geometries.crs is not None
-    if needs_reprojection and CRS.from_user_input(raster_crs) != CRS.from_user_input(geometries.crs):
+    if (
+        raster_crs is not None
+        and geometries.crs is not None
+        and CRS.from_user_input(raster_crs) != CRS.from_user_input(geometries.crs)
+    ):
         geometries = geometries.to_crs(raster_crs)
     return apply_affine(np.asarray(geometries.array, dtype=object), ~transform)
-
-
-def to_map(pixel_geometries: np.ndarray, transform: Affine) -> np.ndarray:
-    """Pixel-coordinate polygons to the raster's map coordinates."""
-    return apply_affine(np.asarray(pixel_geometries, dtype=object), transform)
 
 
 def apply_affine(geometries: np.ndarray, transform: Affine) -> np.ndarray:

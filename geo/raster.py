@@ -67,22 +67,13 @@ def raster_info(path: str | Path, name: str | None = None) -> RasterInfo:
     return info
 
 
-def read_window(
-    path: str | Path,
-    window: Window | None = None,
-    *,
-    bands: list[int] | None = None,
-    name: str | None = None,
-    boundless: bool = False,
-) -> np.ndarray:
-    """Read a window of a tile as a (bands, rows, cols) array in the file's dtype.
+def read_window(path: str | Path, window: Window | None = None, *, name: str | None = None) -> np.ndarray:
+    """Read a window of a tile, every band, as a (bands, rows, cols) array in the file's dtype.
 
     Args:
         path: A local file.
-        window: The pixel window to read; None reads the whole tile.
-        bands: 1-based band indexes; None reads all bands.
+        window: The pixel window to read, inside the tile; None reads the whole tile.
         name: How to name the tile in errors.
-        boundless: Allow a window that extends past the tile, filled with zeros there.
 
     Returns:
         The pixels.
@@ -93,7 +84,7 @@ def read_window(
     name = name or str(path)
     try:
         with rasterio.open(path) as src:
-            return src.read(bands, window=window, boundless=boundless, fill_value=0)
+            return src.read(window=window)
     except RasterioError as error:
         raise InputError(name, f"cannot read pixels, truncated or corrupt? ({first_line(error)})") from error
 

@@ -11,10 +11,13 @@ or that the rule would distort (IoU with the original under ``min_iou``) is kept
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import shapely
 from shapely import affinity
+
+from .overlap import pairwise_iou
 
 
 def regularise(polygons: np.ndarray, min_iou: float = 0.75, max_skew_degrees: float = 12.0) -> np.ndarray:
@@ -29,7 +32,15 @@ def regularise(polygons: np.ndarray, min_iou: float = 0.75, max_skew_degrees: fl
     Returns:
         Polygons of the same length; holes are squared too.
     """
-    return np.array([_regularise_one(p, min_iou, max_skew_degrees) for p in polygons], dtype=object)
+    polygons = np.asarray(polygons, dtype=object)
+    squared = [_square_one(p, max_skew_degrees) for p in polygons]
+    attempted = np.array([s is not None for s in squared], dtype=bool)
+    out = polygons.copy()
+    if attempted.any():
+        candidates = np.array([s for s in squared if s is not None], dtype=object)
+        faithful = pairwise_iou(candidates, polygons[attempted]) >= min_iou
+        out[np.flatnonzero(attempted)[faithful]] = candidates[faithful]
+    return out
 
 
 def _skew_degrees(coords: np.ndarray) -> float:
@@ -40,30 +51,34 @@ def _skew_degrees(coords: np.ndarray) -> float:
     return float(np.average(np.minimum(angles, 90 - angles), weights=lengths + 1e-12))
 
 
-def _regularise_one(polygon: shapely.Geometry, min_iou: float, max_skew_degrees: float) -> shapely.Geometry:
+def _square_one(polygon: shapely.Geometry, max_skew_degrees: float) -> shapely.Polygon | None:
+    """The squared outline of one polygon, or None where the rule does not apply or fails."""
     if not isinstance(polygon, shapely.Polygon) or polygon.is_empty:
-        return polygon
+        return None
     angle = _dominant_angle(polygon)
     centre = polygon.centroid
-    turned = affinity.rotate(polygon, -angle, origin=centre, use_radians=True)
+    # Rotating a Polygon gives a Polygon (the stubs say only BaseGeometry).
+    turned = cast(shapely.Polygon, affinity.rotate(polygon, -angle, origin=centre, use_radians=True))
     if _skew_degrees(np.asarray(turned.exterior.coords)) > max_skew_degrees:
-        return polygon  # round or many-sided: not drawn from right angles
-    rings = [_square_ring(np.asarray(turned.exterior.coords))]
-    if rings[0] is None:
-        return polygon
+        return None  # round or many-sided: not drawn from right angles
+    shell = _square_ring(np.asarray(turned.exterior.coords))
+    if shell is None:
+        return None
     holes = [r for r in (_square_ring(np.asarray(i.coords)) for i in turned.interiors) if r is not None]
-    squared = affinity.rotate(shapely.Polygon(rings[0], holes), angle, origin=centre, use_radians=True)
-    if not squared.is_valid or squared.is_empty:
-        return polygon
-    union = shapely.union(squared, polygon).area
-    return (
-        squared if union > 0 and shapely.intersection(squared, polygon).area / union >= min_iou else polygon
+    squared = cast(
+        shapely.Polygon,
+        affinity.rotate(shapely.Polygon(shell, holes), angle, origin=centre, use_radians=True),
     )
+    if not squared.is_valid or squared.is_empty:
+        return None
+    return squared
 
 
 def _dominant_angle(polygon: shapely.Polygon) -> float:
     """Direction of the long side of the minimum rotated rectangle, in radians."""
-    corners = np.asarray(shapely.minimum_rotated_rectangle(polygon).exterior.coords)
+    # The minimum rotated rectangle of a polygon with an area is a Polygon.
+    rectangle = cast(shapely.Polygon, shapely.minimum_rotated_rectangle(polygon))
+    corners = np.asarray(rectangle.exterior.coords)
     sides = np.diff(corners[:3], axis=0)
     longest = sides[np.argmax(np.hypot(sides[:, 0], sides[:, 1]))]
     return math.atan2(longest[1], longest[0])

@@ -3,20 +3,25 @@
 Per image, proposals are taken in descending confidence; each is matched to the unmatched truth
 polygon with which it has the highest IoU, and the match is a true positive when that IoU reaches
 the threshold (0.5). Unmatched proposals are false positives, unmatched truth polygons false
-negatives. Polygons smaller than ``min_area`` are left out on both sides (20 px in SpaceNet-2).
-Sums per AOI give the AOI's precision, recall and F1; sums over everything give the overall score.
+negatives. IoU is computed by overlap.pairwise_iou. A polygon counts, truth and proposal alike,
+when its area is at least ``min_area`` (20 px in SpaceNet-2) and above zero; smaller ones are left
+out. Sums per AOI give the AOI's precision, recall and F1; sums over everything give the overall
+score.
 
-This reproduces the published SpaceNet-2 scores exactly (tests/test_scoring.py). Two deliberate
-differences from the reference implementation, neither of which changes those scores: invalid
+This reproduces the published SpaceNet-2 scores exactly (tests/test_scoring.py). Three deliberate
+differences from the reference implementation, none of which changes those scores: invalid
 polygons are repaired (the reference scored an invalid truth polygon as IoU 0, so it could never be
-found), and ties in confidence keep the input order (the reference's sort is not stable).
+found), ties in confidence keep the input order (the reference's sort is not stable), and the
+minimum area is the same rule on both sides (the reference keeps proposals of area strictly above
+``min_area``, so a proposal of exactly 20 px counts here and not there; the published sample holds
+no polygon of that area).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
@@ -25,6 +30,7 @@ import shapely
 
 from .errors import InputError
 from .labels import clean_polygons, read_label_file, read_summary_csv
+from .overlap import pairwise_iou
 
 IMAGE_ID_COLUMNS = ("image_id", "ImageId", "imageID")
 CONFIDENCE_COLUMNS = ("confidence", "Confidence", "score")
@@ -57,7 +63,7 @@ class ScoreReport:
 def _plain(row: pd.Series) -> dict[str, Any]:
     """JSON-ready values; counts stay integers although a mixed row holds them as floats."""
     values = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-    return {k: int(v) if k in COUNT_COLUMNS else v for k, v in values.items()}
+    return {str(k): int(v) if k in COUNT_COLUMNS else v for k, v in values.items()}
 
 
 def spacenet_aoi(image_id: str) -> str:
@@ -88,9 +94,7 @@ def match_image(truth: np.ndarray, proposals: np.ndarray, iou_threshold: float =
         return 0, len(proposals), len(truth)
     tree = shapely.STRtree(truth)
     prop_idx, truth_idx = tree.query(proposals, predicate="intersects")
-    inter = shapely.area(shapely.intersection(proposals[prop_idx], truth[truth_idx]))
-    union = shapely.area(proposals[prop_idx]) + shapely.area(truth[truth_idx]) - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou = pairwise_iou(proposals[prop_idx], truth[truth_idx])
     # Candidates of each proposal, in truth order so that equal IoUs pick the first truth polygon.
     order = np.lexsort((truth_idx, prop_idx))
     prop_idx, truth_idx, iou = prop_idx[order], truth_idx[order], iou[order]
@@ -126,16 +130,16 @@ def score(
             optionally aoi (else derived from image_id as SpaceNet does).
         proposals: Columns image_id, geometry and confidence (higher is surer).
         iou_threshold: The IoU a proposal needs to count as finding a building.
-        min_area: Polygons of smaller area, in the tables' units, are ignored on both sides.
+        min_area: The least area, in the tables' units, a polygon needs to count, truth and
+            proposals alike (area >= min_area); smaller ones, and empty ones, are ignored.
 
     Returns:
         The report. Every image named in either table gets a row.
     """
-    truth_geoms = clean_polygons(truth.geometry.array, "truth")
-    truth_area = shapely.area(truth_geoms)
-    truth_keep = (truth_area >= min_area) & (truth_area > 0)
-    prop_geoms = clean_polygons(proposals.geometry.array, "proposals")
-    prop_keep = shapely.area(prop_geoms) > min_area
+    truth_geoms = clean_polygons(truth.geometry, "truth")
+    truth_keep = _counts(truth_geoms, min_area)
+    prop_geoms = clean_polygons(proposals.geometry, "proposals")
+    prop_keep = _counts(prop_geoms, min_area)
     # Without confidences every proposal is equally sure and the table's order decides.
     confidence = (
         proposals["confidence"].to_numpy(dtype=float)
@@ -160,11 +164,18 @@ def score(
         aoi = aoi_of.get(image_id) or spacenet_aoi(image_id)
         rows.append({"image_id": image_id, "aoi": aoi, "tp": tp, "fp": fp, "fn": fn, **ratios(tp, fp, fn)})
     per_image = pd.DataFrame(rows, columns=["image_id", "aoi", *COUNT_COLUMNS, "precision", "recall", "f1"])
-    sums = per_image.groupby("aoi")[COUNT_COLUMNS].sum()
+    # A groupby's sum over several columns is a DataFrame; pandas annotates it as a scalar union.
+    sums = cast(pd.DataFrame, per_image.groupby("aoi")[COUNT_COLUMNS].sum())
     per_aoi = sums.join(pd.DataFrame([ratios(*map(int, r)) for r in sums.to_numpy()], index=sums.index))
-    total = [int(per_image[c].sum()) for c in COUNT_COLUMNS]
+    total = [int(v) for v in per_image[COUNT_COLUMNS].sum().to_numpy()]
     overall = {**dict(zip(COUNT_COLUMNS, total, strict=True)), **ratios(*total)}
     return ScoreReport(per_image, per_aoi, overall)
+
+
+def _counts(geoms: np.ndarray, min_area: float) -> np.ndarray:
+    """Which polygons take part in scoring: area at least ``min_area``, and not empty."""
+    area = shapely.area(geoms)
+    return (area >= min_area) & (area > 0)
 
 
 def _group(ids: np.ndarray, geoms: np.ndarray) -> dict[str, np.ndarray]:
@@ -206,7 +217,7 @@ def read_polygon_table(path: str | Path) -> gpd.GeoDataFrame:
         found = next((c for c in options if c in frame.columns), None)
         if found is not None:
             renames[found] = wanted
-    frame = frame.rename(columns=renames)
+    frame = cast(gpd.GeoDataFrame, frame.rename(columns=renames))
     if "image_id" not in frame.columns:
         raise InputError(str(path), f"needs an image id column (one of {', '.join(IMAGE_ID_COLUMNS)})")
     frame["image_id"] = frame["image_id"].astype(str)

@@ -7,6 +7,7 @@ tile, so the work grows with the number and size of buildings only.
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import numpy as np
 import shapely
@@ -38,8 +39,9 @@ def mask_to_polygon(mask: np.ndarray, row: int = 0, col: int = 0) -> shapely.Geo
         A Polygon or MultiPolygon (empty when the mask is empty).
     """
     data = np.ascontiguousarray(mask, dtype=np.uint8)
+    # rasterio's shapes gives GeoJSON polygons, so each piece is a Polygon.
     pieces = [
-        shapely.geometry.shape(geom)
+        cast(shapely.Polygon, shapely.geometry.shape(geom))
         for geom, value in shapes(data, mask=data.astype(bool), transform=Affine.translation(col, row))
         if value == 1
     ]

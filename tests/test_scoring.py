@@ -118,3 +118,40 @@ def test_self_intersecting_proposal_is_repaired_not_lost() -> None:
     spike = shapely.Polygon([(0, 0), (10, 0), (10, 10), (0, 10), (0, 5), (-3, 5), (0, 5), (0, 0)])
     assert not spike.is_valid
     assert score(truth, frame([("AOI_1_X_img1", spike, 1.0)])).overall["tp"] == 1
+
+
+def test_min_area_counts_polygons_of_exactly_20_px_on_both_sides() -> None:
+    """The documented rule: a polygon counts when its area is >= min_area, truth and proposals alike."""
+    at = shapely.box(0, 0, 8, 2.5)  # exactly 20 px^2
+    under = shapely.box(0, 0, 10, 1.999)  # 19.99 px^2
+    over = shapely.box(0, 0, 10, 2.001)  # 20.01 px^2
+    assert shapely.area(at) == 20.0
+    assert shapely.area(under) == pytest.approx(19.99)
+    assert shapely.area(over) == pytest.approx(20.01)
+    # One polygon per image, so each image's counts say whether its polygon was counted.
+    truth = frame(
+        [
+            ("AOI_1_X_truth20", at, 1.0),
+            ("AOI_1_X_truth1999", under, 1.0),
+            ("AOI_1_X_truth2001", over, 1.0),
+            ("AOI_1_X_both20", at, 1.0),
+        ]
+    )
+    proposals = frame(
+        [
+            ("AOI_1_X_prop20", at, 0.9),
+            ("AOI_1_X_prop1999", under, 0.9),
+            ("AOI_1_X_prop2001", over, 0.9),
+            ("AOI_1_X_both20", at, 0.9),
+        ]
+    )
+    counts = score(truth, proposals, min_area=20.0).per_image.set_index("image_id")[["tp", "fp", "fn"]]
+    assert counts.to_dict("index") == {
+        "AOI_1_X_truth20": {"tp": 0, "fp": 0, "fn": 1},  # counted: a building nobody found
+        "AOI_1_X_truth1999": {"tp": 0, "fp": 0, "fn": 0},  # too small: ignored
+        "AOI_1_X_truth2001": {"tp": 0, "fp": 0, "fn": 1},
+        "AOI_1_X_prop20": {"tp": 0, "fp": 1, "fn": 0},  # counted: a false positive
+        "AOI_1_X_prop1999": {"tp": 0, "fp": 0, "fn": 0},  # too small: ignored
+        "AOI_1_X_prop2001": {"tp": 0, "fp": 1, "fn": 0},
+        "AOI_1_X_both20": {"tp": 1, "fp": 0, "fn": 0},  # both counted, and they match
+    }

@@ -51,11 +51,6 @@ class Grid:
     crs: CRS
     transform: Affine
 
-    @property
-    def pixel_size(self) -> tuple[float, float]:
-        """(x, y) size of a pixel in CRS units, both positive."""
-        return abs(self.transform.a), abs(self.transform.e)
-
 
 @dataclass(frozen=True)
 class Chip:
@@ -286,7 +281,7 @@ def _read_aligned(
     c1 = min(chip.col + chip.size, offset[1] + fp.info.width)
     if r0 >= r1 or c0 >= c1:
         return None
-    window = Window(c0 - offset[1], r0 - offset[0], c1 - c0, r1 - r0)
+    window = Window.from_slices((r0 - offset[0], r1 - offset[0]), (c0 - offset[1], c1 - offset[1]))
     raw = as_rgb(read_window(path, window, name=name))
     slices = (slice(r0 - chip.row, r1 - chip.row), slice(c0 - chip.col, c1 - chip.col))
     return slices, raw, valid_pixels(raw, fp.info.nodata)
@@ -307,9 +302,12 @@ def _read_warped(
                 height=chip.size,
                 resampling=Resampling.bilinear,
                 src_nodata=fp.info.nodata,
+                # Without a nodata value the warp would fill the chip outside the tile with zeros
+                # that count as data; an alpha band marks where the tile really is.
+                add_alpha=fp.info.nodata is None,
             ) as vrt,
         ):
-            raw = as_rgb(vrt.read())
+            raw = as_rgb(vrt.read(list(range(1, src.count + 1))))
             covered = vrt.dataset_mask() > 0
     except RasterioError as error:
         raise InputError(name, f"cannot read pixels, truncated or corrupt? ({first_line(error)})") from error

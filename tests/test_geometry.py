@@ -3,8 +3,8 @@
 - Chip cores tile any AOI with neither gap nor overlap, over random tile mosaics, AOIs, chip sizes
   and overlaps (hypothesis); each core is its chip less half the overlap on sides with a neighbour.
 - A tile in another CRS is warped onto the grid: its pixels land where their map coordinates say,
-  and the chip's valid mask is exactly where it has data; a tile on the grid lands exactly. Two
-  tests are expected to fail: a warped tile without a nodata value is valid over the whole chip.
+  and the chip's valid mask is exactly where it has data, with or without a nodata value; a tile
+  on the grid lands exactly.
 - Two neighbouring AOIs written into one GeoPackage keep each other's buildings, and rewriting one
   replaces only its own.
 """
@@ -402,14 +402,6 @@ def test_the_valid_mask_is_where_some_tile_has_data(two_crs_plan: tuple[ChipPlan
     assert seen_wgs84 > 0
 
 
-NO_NODATA_BUG = (
-    "_read_warped takes the warped tile's coverage from WarpedVRT.dataset_mask(), which for a source "
-    "without a nodata value (and without add_alpha) is all valid: the whole chip, past the tile's "
-    "footprint, is marked valid and filled with 0"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NO_NODATA_BUG)
 def test_a_tile_in_another_crs_without_a_nodata_value_is_valid_only_over_its_footprint(
     tmp_path: Path,
 ) -> None:
@@ -428,7 +420,6 @@ def test_a_tile_in_another_crs_without_a_nodata_value_is_valid_only_over_its_foo
         assert not valid[outside].any(), f"chip {chip.id}: {valid[outside].sum()} pixels off every tile valid"
 
 
-@pytest.mark.xfail(strict=True, reason=NO_NODATA_BUG + "; that fill then wins over later tiles")
 def test_a_tile_on_the_grid_is_not_blanked_by_an_earlier_tile_without_a_nodata_value(tmp_path: Path) -> None:
     # The lon/lat tile sorts first, so it is read first; two UTM tiles keep UTM the grid.
     paths = {name: tmp_path / name for name in ("a_wgs84.tif", "b_utm.tif", "c_utm.tif")}

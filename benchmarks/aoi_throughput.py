@@ -39,7 +39,6 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     from prefect import flow
 
     from footprints.flows.aoi import aoi_flow
-    from footprints.flows.demo import scene_bbox
     from footprints.geo.aoi import read_aoi
     from footprints.geo.chips import read_chip, tile_limits
     from footprints.geo.layouts import find_tiles
@@ -54,7 +53,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
 
     warm_up()
     tile_set = find_tiles(LocalStore(scene))
-    bbox = scene_bbox(tile_set)
+    bbox = tile_set.bbox()
     # The flow starts its own LocalCluster (workers are threads of this process), as a user's
     # run does: the clock includes it.
     with tempfile.TemporaryDirectory() as out:

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 from prefect import flow
 
 from footprints.geo.labels import to_pixels
-from footprints.geo.layouts import TileSet, find_tiles
+from footprints.geo.layouts import find_tiles
 from footprints.geo.preview import render_preview
 from footprints.geo.runs import RunRecord
 from footprints.geo.scoring import ScoreReport, score_footprints
@@ -36,12 +35,6 @@ class DemoResult:
     preview: Path
 
 
-def scene_bbox(tile_set: TileSet) -> str:
-    """The ``minx,miny,maxx,maxy`` of all tiles of a scene whose tiles share one CRS."""
-    bounds = np.array([tile_set.info(t).bounds for t in tile_set.tiles])
-    return ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
-
-
 @flow(name="demo", log_prints=True)
 def demo_flow(
     out: Path, tiles: int = 4, seed: int = 0, model: str | None = None, progress: bool = True
@@ -62,7 +55,7 @@ def demo_flow(
     store = LocalStore(out / "scene")
     write_scene(store.write_bytes, tiles, seed, gsd_m=GSD_M, progress=progress)
     tile_set = find_tiles(store)
-    bbox = scene_bbox(tile_set)
+    bbox = tile_set.bbox()
     run = aoi_flow(bbox, str(store.root), str(out / "buildings.gpkg"), model=model, progress=progress)
     baseline_run = aoi_flow(
         bbox, str(store.root), str(out / "baseline.gpkg"), method="threshold", progress=progress

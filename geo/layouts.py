@@ -29,7 +29,6 @@ from .stores import ObjectInfo, TileStore
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 LABEL_SUFFIXES = (".geojson", ".json", ".gpkg")
-SIDECAR_SUFFIXES = (".aux.xml", ".tfw", ".wld")
 
 _SN2_IMAGE = re.compile(
     r"(?:^|/)(?P<dir>AOI_\d+_[A-Za-z]+_\w+?)/(?P<product>[\w-]+)/(?P=product)_(?P<image_id>AOI_\d+_[A-Za-z]+_img\d+)\.tif$"
@@ -76,6 +75,11 @@ class TileSet:
             self._path_cache[tile.image_key] = self.store.local_path(tile.image_key, tile.sidecars)
         return self._path_cache[tile.image_key]
 
+    def bbox(self) -> str:
+        """The ``minx,miny,maxx,maxy`` over all tiles, as ``--aoi`` takes it; the tiles share one CRS."""
+        bounds = np.array([self.info(t).bounds for t in self.tiles])
+        return ",".join(str(v) for v in (*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0)))
+
     def info(self, tile: Tile) -> RasterInfo:
         """The tile's raster header (read once).
 
@@ -109,6 +113,7 @@ class TileSet:
             frame = read_label_file(self.store.local_path(key), self.store.describe(key))
         elif self.shared_label_key is not None:
             frame = self._shared_labels
+            assert frame.crs is not None  # read_label_file gives every frame a CRS
             footprint = gpd.GeoSeries([shapely.box(*info.bounds)], crs=info.crs).to_crs(frame.crs)
             frame = frame.iloc[frame.sindex.query(footprint.iloc[0], predicate="intersects")]
         else:

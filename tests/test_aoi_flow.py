@@ -138,6 +138,7 @@ def buildings(path: Path) -> gpd.GeoDataFrame:
     return gpd.read_file(path, layer="buildings", engine="pyogrio")
 
 
+@pytest.mark.slow
 def test_run_finds_the_buildings_of_the_aoi(
     first_run: tuple[RunRecord, Path, Path], s3_scene: str, s3_endpoint: str, top_row_aoi: Path
 ) -> None:
@@ -164,6 +165,7 @@ def test_run_finds_the_buildings_of_the_aoi(
     assert score_footprints(truth, found, 0.3).overall["f1"] > 0.55
 
 
+@pytest.mark.slow
 def test_tiles_outside_the_aoi_are_never_downloaded(first_run: tuple[RunRecord, Path, Path]) -> None:
     summary, out, cache = first_run
     downloaded = sorted(p.name for p in cache.rglob("*.tif"))
@@ -176,12 +178,14 @@ def test_tiles_outside_the_aoi_are_never_downloaded(first_run: tuple[RunRecord, 
     assert all(s.endswith(("img1.tif", "img2.tif")) for s in sources)
 
 
+@pytest.mark.slow
 def test_inference_runs_on_the_worker_with_a_gpu_resource(
     first_run: tuple[RunRecord, Path, Path], gpu_cluster: tuple[str, str]
 ) -> None:
     assert first_run[0].workers == [gpu_cluster[1]]
 
 
+@pytest.mark.slow
 def test_run_metadata_is_recorded(first_run: tuple[RunRecord, Path, Path], top_row_aoi: Path) -> None:
     summary, out, _ = first_run
     runs = pyogrio.read_dataframe(out, layer="runs")
@@ -199,6 +203,7 @@ def test_run_metadata_is_recorded(first_run: tuple[RunRecord, Path, Path], top_r
     assert RunRecord.from_row(row.to_dict()) == summary
 
 
+@pytest.mark.slow
 def test_the_flow_logs_reach_the_prefect_api(first_run: tuple[RunRecord, Path, Path]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
@@ -215,6 +220,7 @@ def test_the_flow_logs_reach_the_prefect_api(first_run: tuple[RunRecord, Path, P
     assert any("tiles cover the AOI" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_rerunning_into_the_same_output_does_not_duplicate(
     first_run: tuple[RunRecord, Path, Path],
     s3_scene: str,
@@ -246,6 +252,7 @@ def qgis() -> str:
     return QGIS_PYTHON
 
 
+@pytest.mark.slow
 def test_qgis_opens_the_geopackage_with_its_style(
     first_run: tuple[RunRecord, Path, Path], qgis: str, tmp_path: Path
 ) -> None:
@@ -277,6 +284,7 @@ def test_qgis_opens_the_geopackage_with_its_style(
     assert warnings == []
 
 
+@pytest.mark.slow
 def test_deployment_with_a_cron_schedule_is_created_from_prefect_yaml(
     prefect_api: str, tmp_path: Path
 ) -> None:

@@ -109,6 +109,7 @@ def test_wrong_credentials(s3_endpoint_checking_credentials: str, tmp_path: Path
         store.local_path("a.tif")
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint(tmp_path: Path, free_port: int) -> None:
     endpoint = f"http://127.0.0.1:{free_port}"
     store = S3Store("s3://tiles", S3Options(endpoint_url=endpoint), tmp_path)

@@ -35,6 +35,7 @@ def test_synth_writes_a_spacenet2_aoi_to_s3(
         assert len(from_geojson) == len(from_csv) > 0
 
 
+@pytest.mark.slow
 def test_main_job_runs_the_aoi_flow_and_scores_its_geopackage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -92,6 +92,7 @@ def tile_chips(scene: Path, blocks: Model, cluster: str) -> gpd.GeoDataFrame:
     return run_chips(scene, blocks, cluster, TILE, 0)
 
 
+@pytest.mark.slow
 def test_small_chips_and_one_chip_per_tile_give_the_same_buildings(
     small_chips: gpd.GeoDataFrame, tile_chips: gpd.GeoDataFrame
 ) -> None:
@@ -103,11 +104,13 @@ def test_small_chips_and_one_chip_per_tile_give_the_same_buildings(
         assert len(found) == len(scene_polygons())
 
 
+@pytest.mark.slow
 def test_no_two_buildings_overlap(small_chips: gpd.GeoDataFrame, tile_chips: gpd.GeoDataFrame) -> None:
     for found in (small_chips, tile_chips):
         assert (overlaps_m2(found) <= 1.0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["small_chips", "tile_chips"])
 def test_buildings_on_seams_come_out_whole(which: str, request: pytest.FixtureRequest) -> None:
     found: gpd.GeoDataFrame = request.getfixturevalue(which)
@@ -125,12 +128,14 @@ def test_buildings_on_seams_come_out_whole(which: str, request: pytest.FixtureRe
         assert iou > 0.95
 
 
+@pytest.mark.slow
 def test_holes_are_kept(small_chips: gpd.GeoDataFrame) -> None:
     holed = [g for g in small_chips.geometry if len(g.interiors) == 1]
     assert len(holed) == 1
     assert shapely.Polygon(holed[0].interiors[0]).area == pytest.approx(30 * 30 * PIXEL_M**2, rel=0.02)
 
 
+@pytest.mark.slow
 def test_nodata_chips_are_skipped_and_yield_nothing(tmp_path: Path, blocks: Model, cluster: str) -> None:
     write_block_scene(tmp_path, nodata_left_of=100)
     found = run_chips(tmp_path, blocks, cluster, 64, 24)
@@ -161,6 +166,7 @@ def test_fragments_of_row_houses_are_not_joined() -> None:
     assert sorted(round(g.area, 6) for g in merged.geometry) == [12.0, 18.0]
 
 
+@pytest.mark.slow
 def test_the_model_loads_once_per_worker_however_many_batches(
     scene: Path, blocks: Model, cluster: str
 ) -> None:
@@ -170,6 +176,7 @@ def test_the_model_loads_once_per_worker_however_many_batches(
     assert BlockSegmenter.loads - before == 1
 
 
+@pytest.mark.slow
 def test_output_in_another_crs_keeps_areas_in_square_metres(
     small_chips: gpd.GeoDataFrame, tmp_path: Path
 ) -> None:

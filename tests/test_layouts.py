@@ -70,6 +70,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+@pytest.mark.slow
 def test_lonlat_and_pixel_labels_agree_on_rio_chips(shared_data: Path) -> None:
     tile_set = find_tiles(LocalStore(shared_data / "spacenet/rio_sn1_chips_train"))
     summary = tile_set.summary_labels()

@@ -51,6 +51,7 @@ def test_the_command_line_offers_the_registered_method() -> None:
     assert chosen.method == "blocks"
 
 
+@pytest.mark.slow
 def test_a_registered_method_runs_through_footprints_run(
     prefect_api: str, labelled_scene: Path, checkpoint: Path, tmp_path: Path
 ) -> None:

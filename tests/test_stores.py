@@ -44,6 +44,7 @@ def test_local_store_lists_by_prefix_and_writes_atomically(tmp_path: Path) -> No
         store.local_path("missing.txt")
 
 
+@pytest.mark.slow
 def test_s3_store_lists_reads_and_writes(s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> None:
     store = open_store(f"s3://{s3_bucket}/scenes", S3Options(endpoint_url=s3_endpoint), tmp_path)
     assert isinstance(store, S3Store)

@@ -39,6 +39,7 @@ def untrained_checkpoint(path: Path) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_small_model_overfits_one_tile(one_tile: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     tile_set = open_sources([one_tile])[one_tile]
@@ -73,6 +74,7 @@ def test_small_model_overfits_one_tile(one_tile: str, tmp_path: Path) -> None:
     assert ious.max() >= 0.5
 
 
+@pytest.mark.slow
 def test_training_flow_reads_s3_validates_saves_and_resumes(
     prefect_api: None, s3_endpoint: str, s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -1,13 +1,17 @@
-"""Writing files so that nobody ever sees half of one."""
+"""Writing files so that nobody ever sees half of one, and no two writers lose each other's work."""
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -32,3 +36,31 @@ def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
             Path(handle.name).unlink(missing_ok=True)
             raise
     os.replace(handle.name, path)
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold the write lock of ``path`` for the block, waiting (and saying so) while another holds it.
+
+    The lock is an advisory ``flock`` on a hidden file beside ``path`` (``.NAME.lock``), so it
+    covers a read, modify and rename of ``path`` itself, which replaces the file's inode. The
+    system releases it when its holder's process ends, killed or not, so a crashed run never
+    leaves a file locked.
+
+    Args:
+        path: The file to be written; its folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    with open(lock, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s is being written by another run; waiting for it to finish", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            log.info("%s: the other run has finished; writing", path)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -9,9 +9,11 @@ The file holds:
 - ``layer_styles``: QGIS's table of styles, holding a default style (fill graded by score) that
   QGIS applies when the layer is opened.
 
-Writing is atomic: the whole file is built beside the target and renamed over it. Writing a run
-into an existing file replaces the buildings inside the run's AOI and keeps the rest, so re-running
-an AOI never duplicates features and runs over neighbouring AOIs can share one file.
+Writing is atomic and locked: the whole file is built beside the target and renamed over it, while
+holding the file's lock (files.locked), so two runs writing one file at once wait for each other
+instead of one losing the other's buildings. Writing a run into an existing file replaces the
+buildings inside the run's AOI and keeps the rest, so re-running an AOI never duplicates features
+and runs over neighbouring AOIs can share one file.
 
 GeoPackage 1.2 is written (GDAL's default is newer), as GDAL 3.6, which ships with the QGIS of
 current Debian and Ubuntu LTS releases, warns on opening a 1.4 file.
@@ -36,6 +38,7 @@ import shapely
 from pyogrio.errors import DataSourceError
 
 from .errors import InputError, first_line
+from .files import locked
 from .runs import RunRecord
 
 LAYER = "buildings"
@@ -64,9 +67,19 @@ def write_buildings(
 
     Raises:
         InputError: The existing file is not a GeoPackage of this layout, or uses another CRS.
+
+    Another run writing the same file is waited for (with a warning in the log).
     """
     started = time.perf_counter()
     path = Path(path)
+    with locked(path):
+        return _write_locked(path, buildings, aoi, run, started)
+
+
+def _write_locked(
+    path: Path, buildings: gpd.GeoDataFrame, aoi: shapely.Geometry, run: RunRecord, started: float
+) -> RunRecord:
+    """write_buildings' read, merge and replace, run while holding the file's lock."""
     earlier, runs = _read_existing(path, buildings.crs)
     if len(earlier):
         centres = shapely.point_on_surface(earlier.geometry.to_numpy())

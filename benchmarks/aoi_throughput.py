@@ -80,7 +80,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     batches = [
         torch.from_numpy(
             np.stack(
-                [read_chip(c, plan, lambda fp: paths[fp.key], lambda fp: limits[fp.key])[0] for c in group]
+                [read_chip(c, plan, lambda fp: paths[fp.key], lambda fp: limits[fp.key]).image for c in group]
             )
         )
         for group in (chips[i : i + batch] for i in range(0, len(chips), batch))

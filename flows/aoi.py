@@ -11,12 +11,16 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import cast
 
+import geopandas as gpd
 import shapely
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from footprints import code_version
+from footprints.geo.errors import PartialRunError
 from footprints.geo.runs import DEFAULTS, RunRecord, RunSettings
 from footprints.geo.stores import S3Options
 from footprints.tasks.chip_work import Vectorising
@@ -79,6 +83,11 @@ def aoi_flow(
 
     Returns:
         The run's record, as the GeoPackage's ``runs`` table holds it.
+
+    Raises:
+        PartialRunError: Some chips could not read a tile, after retries. The rest of the AOI
+            was written and earlier buildings where tiles went unread were kept; the ``runs``
+            row names the chips and tiles.
     """
     settings = RunSettings(crs, chip_size, overlap, batch_size, min_area_m2, simplify_m, regularise)
     started_at = datetime.now(UTC)
@@ -121,10 +130,19 @@ def aoi_flow(
         chips=len(plan.chips),
         skipped_chips=segmented.skipped,
         errors=segmented.errors,
+        failed_tiles=segmented.failed_tiles,
+        failed_chips=segmented.failed_chips,
         area_km2=plan.covered_km2(vectorising.metric_crs),
         seconds=seconds,
         workers=sorted(segmented.workers),
     )
-    record = write_geopackage(buildings, area, run)
+    unread = gpd.GeoSeries([segmented.unread], crs=vectorising.metric_crs)
+    record = write_geopackage(buildings, area, run, unread)
     log.info(record.describe())
+    if record.partial:
+        # After writing, so what was read is kept. A returned Failed state ends the flow run
+        # Failed and makes the call raise its exception, without the traceback Prefect logs for
+        # one raised here: the message says all there is to say.
+        error = PartialRunError(record.out, record.partial_message())
+        return cast(RunRecord, Failed(message=str(error), data=error))
     return record

@@ -154,8 +154,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         s3=_s3_options(args),
         progress=not args.quiet,
     )
-    for error in summary.errors:
-        print(f"skipped: {error}", file=sys.stderr)
     print(
         f"{summary.buildings} buildings from {summary.tiles} tiles ({summary.chips} chips, "
         f"{summary.skipped_chips} without data, {summary.area_km2:.3f} km2) written to {summary.out}"

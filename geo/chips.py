@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
@@ -29,7 +29,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .aoi import Aoi
-from .errors import InputError, first_line
+from .errors import FootprintsError, InputError, first_line
 from .raster import RasterInfo, as_rgb, read_window, stretch, stretch_limits, valid_pixels
 
 Limits = tuple[np.ndarray, np.ndarray]
@@ -209,17 +209,34 @@ def tile_limits(path: Path, fp: TileFootprint, name: str) -> Limits | None:
     return stretch_limits(raw, valid_pixels(raw, fp.info.nodata))
 
 
+@dataclass
+class ChipPixels:
+    """A chip as read from its tiles.
+
+    Attributes:
+        image: (3, size, size) float32 image in [0, 1].
+        valid: (size, size) boolean mask of the pixels that hold data.
+        failed: The chip's tiles that could not be read, by key, with the reason; their part of
+            the chip is invalid, the other tiles' parts are there.
+    """
+
+    image: np.ndarray
+    valid: np.ndarray
+    failed: dict[str, str] = field(default_factory=dict)
+
+
 def read_chip(
     chip: Chip,
     plan: ChipPlan,
     path_of: Callable[[TileFootprint], Path],
     limits_of: Callable[[TileFootprint], Limits | None],
     name_of: Callable[[str], str] = str,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> ChipPixels:
     """Assemble a chip from the tiles it covers, each stretched by its own limits.
 
     Where tiles overlap, the first (by key) wins. Pixels no tile covers, and nodata pixels, are
-    invalid and 0.
+    invalid and 0. A tile that cannot be read (fetched, decoded) is left out and named in the
+    result: one bad tile costs its own area, not the neighbouring tiles' parts of the chip.
 
     Args:
         chip: The chip.
@@ -227,33 +244,45 @@ def read_chip(
         path_of: A local path of a tile's file.
         limits_of: A tile's stretch limits (None when the tile has no valid pixel).
         name_of: How to name a tile key in errors.
-
-    Returns:
-        (3, size, size) float32 image in [0, 1] and (size, size) boolean valid mask.
-
-    Raises:
-        InputError: A tile cannot be read; names it.
     """
-    image = np.zeros((3, chip.size, chip.size), np.float32)
-    valid = np.zeros((chip.size, chip.size), bool)
+    read = ChipPixels(np.zeros((3, chip.size, chip.size), np.float32), np.zeros((chip.size, chip.size), bool))
     for key in chip.tiles:
         fp = plan.tiles[key]
-        limits = limits_of(fp)
-        if limits is None:
+        try:
+            part = _read_tile_part(chip, plan, fp, path_of, limits_of, name_of(key))
+        except FootprintsError as error:
+            read.failed[key] = str(error)
             continue
-        offset = _grid_offset(fp.info, plan.grid)
-        if offset is not None:
-            part = _read_aligned(chip, fp, offset, path_of(fp), name_of(key))
-        else:
-            part = _read_warped(chip, fp, plan.grid, path_of(fp), name_of(key))
         if part is None:
             continue
-        (rows, cols), raw, part_valid = part
-        take = part_valid & ~valid[rows, cols]
-        pixels = stretch(raw, limits)
-        image[:, rows, cols] = np.where(take, pixels, image[:, rows, cols])
-        valid[rows, cols] |= take
-    return image, valid
+        (rows, cols), pixels, part_valid = part
+        take = part_valid & ~read.valid[rows, cols]
+        read.image[:, rows, cols] = np.where(take, pixels, read.image[:, rows, cols])
+        read.valid[rows, cols] |= take
+    return read
+
+
+def _read_tile_part(
+    chip: Chip,
+    plan: ChipPlan,
+    fp: TileFootprint,
+    path_of: Callable[[TileFootprint], Path],
+    limits_of: Callable[[TileFootprint], Limits | None],
+    name: str,
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
+    """One tile's part of a chip, stretched: chip slices, pixels, valid; None where it adds nothing."""
+    limits = limits_of(fp)
+    if limits is None:
+        return None
+    offset = _grid_offset(fp.info, plan.grid)
+    if offset is not None:
+        part = _read_aligned(chip, fp, offset, path_of(fp), name)
+    else:
+        part = _read_warped(chip, fp, plan.grid, path_of(fp), name)
+    if part is None:
+        return None
+    slices, raw, valid = part
+    return slices, stretch(raw, limits), valid
 
 
 def _grid_offset(info: RasterInfo, grid: Grid) -> tuple[int, int] | None:

@@ -25,6 +25,10 @@ class StoreError(FootprintsError):
     """An object store could not give what was asked: a missing object, refused credentials, no connection."""
 
 
+class PartialRunError(FootprintsError):
+    """A run that could not read all of its AOI: what it read is written, and it ends as failed."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of a library's exception text: enough to say why, short enough to read."""
     text = str(error).strip()

@@ -45,7 +45,8 @@ def locked(path: str | Path) -> Iterator[None]:
     The lock is an advisory ``flock`` on a hidden file beside ``path`` (``.NAME.lock``), so it
     covers a read, modify and rename of ``path`` itself, which replaces the file's inode. The
     system releases it when its holder's process ends, killed or not, so a crashed run never
-    leaves a file locked.
+    leaves a file locked. The holder removes the lock file before releasing it, so none is left
+    behind; a waiter that then wins the lock on the removed file takes a fresh one instead.
 
     Args:
         path: The file to be written; its folder is created if needed.
@@ -53,14 +54,35 @@ def locked(path: str | Path) -> Iterator[None]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
-    with open(lock, "a+b") as handle:
+    said = False
+    while True:
+        handle = open(lock, "a+b")  # noqa: SIM115 - closed below, after the unlink
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("%s is being written by another run; waiting for it to finish", path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not said:
+                    log.warning("%s is being written by another run; waiting for it to finish", path)
+                    said = True
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            if _same_file(handle, lock):
+                break
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()  # the holder removed this lock file as we waited on it: take the new one
+    try:
+        if said:
             log.info("%s: the other run has finished; writing", path)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        handle.close()
+
+
+def _same_file(handle: IO[bytes], path: Path) -> bool:
+    """Whether the open ``handle`` is still the file at ``path`` (not removed or replaced)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False

@@ -48,7 +48,11 @@ COLUMNS = ("id", "score", "area_m2", "method", "model_id", "source_tiles", "run_
 
 
 def write_buildings(
-    path: str | Path, buildings: gpd.GeoDataFrame, aoi: shapely.Geometry, run: RunRecord
+    path: str | Path,
+    buildings: gpd.GeoDataFrame,
+    aoi: shapely.Geometry,
+    run: RunRecord,
+    unread: shapely.Geometry | None = None,
 ) -> RunRecord:
     """Write a run's buildings into a GeoPackage, replacing earlier buildings inside its AOI.
 
@@ -59,6 +63,8 @@ def write_buildings(
         aoi: The run's AOI in the output CRS; earlier buildings whose centre lies inside it are
             replaced.
         run: The run's record, complete but for the writing.
+        unread: Where the run could not read its tiles, in the output CRS: earlier buildings
+            touching it are kept although their centres lie in the AOI.
 
     Returns:
         The record as the ``runs`` table holds it: with the buildings written, the buildings in
@@ -73,17 +79,25 @@ def write_buildings(
     started = time.perf_counter()
     path = Path(path)
     with locked(path):
-        return _write_locked(path, buildings, aoi, run, started)
+        return _write_locked(path, buildings, aoi, run, unread, started)
 
 
 def _write_locked(
-    path: Path, buildings: gpd.GeoDataFrame, aoi: shapely.Geometry, run: RunRecord, started: float
+    path: Path,
+    buildings: gpd.GeoDataFrame,
+    aoi: shapely.Geometry,
+    run: RunRecord,
+    unread: shapely.Geometry | None,
+    started: float,
 ) -> RunRecord:
     """write_buildings' read, merge and replace, run while holding the file's lock."""
     earlier, runs = _read_existing(path, buildings.crs)
     if len(earlier):
-        centres = shapely.point_on_surface(earlier.geometry.to_numpy())
-        earlier = earlier[~shapely.contains(aoi, centres)]
+        geometry = earlier.geometry.to_numpy()
+        replaced = shapely.contains(aoi, shapely.point_on_surface(geometry))
+        if unread is not None and not shapely.is_empty(unread):
+            replaced &= ~shapely.intersects(unread, geometry)
+        earlier = earlier[~replaced]
     first_id = int(np.asarray(earlier["id"]).max()) + 1 if len(earlier) else 1
     fresh = buildings.assign(id=np.arange(first_id, first_id + len(buildings)))
     parts: list[pd.DataFrame] = [

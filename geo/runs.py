@@ -58,7 +58,9 @@ class RunRecord:
         tiles: Tiles read.
         chips: Chips laid over the AOI.
         skipped_chips: Chips without valid pixels (nodata).
-        errors: One line per chip that could not be read.
+        errors: One line per tile a chip could not read, after retries.
+        failed_tiles: The tiles some chip could not read.
+        failed_chips: The chips that could not read all their tiles; a run with any is partial.
         area_km2: Area of the AOI covered by tiles.
         buildings: Buildings this run wrote.
         buildings_in_file: Buildings in the GeoPackage after the run (earlier runs' outside
@@ -85,6 +87,8 @@ class RunRecord:
     chips: int = 0
     skipped_chips: int = 0
     errors: list[str] = field(default_factory=list)
+    failed_tiles: list[str] = field(default_factory=list)
+    failed_chips: list[int] = field(default_factory=list)
     area_km2: float = 0.0
     buildings: int = 0
     buildings_in_file: int = 0
@@ -102,18 +106,34 @@ class RunRecord:
         total = sum(v for k, v in self.seconds.items() if not k.startswith("worker_"))
         return (
             f"run {self.run_id}: {self.buildings} buildings from {self.tiles} tiles "
-            f"({self.chips} chips, {self.skipped_chips} without data, {len(self.errors)} unreadable, "
-            f"{self.area_km2:.3f} km2) by {self.method} {self.model_id} into {self.out} in {total:.1f} s"
+            f"({self.chips} chips, {self.skipped_chips} without data, "
+            f"{len(self.failed_chips)} partly unread, {self.area_km2:.3f} km2) "
+            f"by {self.method} {self.model_id} into {self.out} in {total:.1f} s"
         )
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
         """A record read back from the ``runs`` table (the inverse of `row`)."""
         text = {f.name: row[f.name] for f in fields(cls)}
-        as_json = {"settings", "errors", "seconds", "workers"}
+        as_json = {"settings", "errors", "failed_tiles", "failed_chips", "seconds", "workers"}
         values: dict[str, Any] = {k: json.loads(v) if k in as_json else v for k, v in text.items()}
         values["settings"] = RunSettings(**values["settings"])
         for name in ("tiles", "chips", "skipped_chips", "buildings", "buildings_in_file"):
             values[name] = int(values[name])
         values["area_km2"] = float(values["area_km2"])
         return cls(**values)
+
+    @property
+    def partial(self) -> bool:
+        """Whether some chip could not read all its tiles, so that part of the AOI is not covered."""
+        return bool(self.failed_chips)
+
+    def partial_message(self) -> str:
+        """One message for people on what a partial run missed and what was done about it."""
+        tiles = ", ".join(self.failed_tiles)
+        return (
+            f"run {self.run_id} is partial: {len(self.failed_chips)} of {self.chips} chips could not "
+            f"read tiles {tiles} (first error: {self.errors[0] if self.errors else 'none'}); "
+            "earlier buildings there were kept, the rest of the AOI was written; the runs table "
+            "names the chips; rerun to fill them in"
+        )

@@ -25,7 +25,6 @@ from distributed import Worker, WorkerPlugin, get_worker
 from pyproj import CRS
 
 from footprints.geo.chips import Chip, ChipPlan, Limits, TileFootprint, read_chip, tile_limits
-from footprints.geo.errors import FootprintsError
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.stores import S3Options, TileStore, open_store
 from footprints.geo.vectorise import mask_to_polygon, tidy_outlines, to_metric
@@ -155,8 +154,8 @@ class BatchResult:
         cut: Whether the instance touches its chip's border.
         owned: Whether its chip owns it (centre in the core, or whole and larger than the overlap).
         seconds: Time spent reading, in the model, and vectorising.
-        skipped: Ids of chips without valid pixels.
-        errors: One line per chip that could not be read.
+        skipped: Ids of chips without valid pixels (nodata or no tile there).
+        failed: (chip id, tile key, reason) of each tile a chip could not read.
         worker: Address of the worker that ran the batch.
     """
 
@@ -167,15 +166,15 @@ class BatchResult:
     owned: list[bool] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "model": 0.0, "vectorise": 0.0})
     skipped: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    failed: list[tuple[int, str, str]] = field(default_factory=list)
     worker: str = ""
 
 
 def segment_batch(plugin: str, plan: ChipPlan, chip_ids: list[int], vectorising: Vectorising) -> BatchResult:
     """Read, segment and vectorise a batch of chips on this worker.
 
-    A chip whose tiles cannot be read is reported in ``errors`` and skipped; the rest of the
-    batch goes on.
+    A tile a chip cannot read is reported in ``failed`` and left out of the chip; the chip's
+    other tiles, and the rest of the batch, go on.
     """
     worker = get_worker()
     model: ModelPlugin = worker.plugins[plugin]  # type: ignore[assignment]
@@ -186,17 +185,16 @@ def segment_batch(plugin: str, plan: ChipPlan, chip_ids: list[int], vectorising:
     started = time.perf_counter()
     chips, images, valids = [], [], []
     for chip in (plan.chips[i] for i in chip_ids):
-        try:
-            image, valid = read_chip(chip, plan, model.path, model.tile_limits, model.store.describe)
-        except FootprintsError as error:
-            result.errors.append(f"chip {chip.id}: {error}")
-            continue
-        if not valid.any():
-            result.skipped.append(chip.id)
+        read = read_chip(chip, plan, model.path, model.tile_limits, model.store.describe)
+        for key, error in read.failed.items():
+            result.failed.append((chip.id, key, error))
+        if not read.valid.any():
+            if not read.failed:
+                result.skipped.append(chip.id)
             continue
         chips.append(chip)
-        images.append(image)
-        valids.append(valid)
+        images.append(read.image)
+        valids.append(read.valid)
     result.seconds["read"] = time.perf_counter() - started
     if not chips:
         return result

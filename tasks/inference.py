@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import shapely
-from distributed import Client, as_completed
+from distributed import Client, Future, as_completed
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
@@ -34,15 +35,26 @@ from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_bat
 
 log = logging.getLogger(__name__)
 
+# Pauses before the second and third tries of the batches that could not read a tile.
+READ_RETRY_DELAYS_S = (2.0, 8.0)
+
 
 @dataclass
 class Segmented:
-    """What the segment stage found: every instance of every chip, and how the chips went."""
+    """What the segment stage found: every instance of every chip, and how the chips went.
+
+    ``errors`` has a line per tile a chip could not read, ``failed_tiles`` and ``failed_chips``
+    name them; ``unread`` is the area left unread (those tiles' footprints within those chips),
+    in the metric CRS.
+    """
 
     candidates: Candidates
     chips: int
     skipped: int
     errors: list[str]
+    failed_tiles: list[str]
+    failed_chips: list[int]
+    unread: shapely.Geometry
     seconds: dict[str, float]
     workers: set[str] = field(default_factory=set)
 
@@ -106,7 +118,8 @@ def segment_chips(
 
     Inference asks for a ``GPU`` resource when any worker of the cluster offers one; the model
     is loaded once per worker by a worker plugin. ``torch_threads`` sets the threads of each
-    forward pass (see ModelPlugin).
+    forward pass (see ModelPlugin). Batches that could not read a tile are run again, up to
+    twice, after the pauses of READ_RETRY_DELAYS_S.
     """
     with Client(dask_address) as client:
         plugin = ModelPlugin(model, source, s3, torch_threads)
@@ -116,8 +129,9 @@ def segment_chips(
         shared_plan = client.scatter(plan, broadcast=True)
         ids = [chip.id for chip in plan.chips]
         batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
-        futures = [
-            client.submit(
+
+        def submit(batch: list[int]) -> Future:
+            return client.submit(
                 segment_batch,
                 plugin.name,
                 shared_plan,
@@ -127,24 +141,39 @@ def segment_chips(
                 retries=2,
                 pure=False,
             )
-            for batch in batches
-        ]
-        chips_of = {future.key: len(batch) for future, batch in zip(futures, batches, strict=True)}
-        results: list[BatchResult] = []
+
+        results: dict[int, BatchResult] = {}
+        futures = {submit(batch): n for n, batch in enumerate(batches)}
         with tqdm(total=len(ids), desc="segment", unit="chip", disable=not progress) as bar:
             for future in as_completed(futures):
-                results.append(future.result())
-                bar.update(chips_of[future.key])
-    return _gather(plan, results, vectorising)
+                results[futures[future]] = future.result()
+                bar.update(len(batches[futures[future]]))
+        # A tile read can fail for a while (a store that drops out, an object being replaced):
+        # batches that left a tile out are run again, whole, after a pause.
+        for delay in READ_RETRY_DELAYS_S:
+            again = [n for n, r in results.items() if r.failed]
+            if not again:
+                break
+            log.warning("%d batches could not read every tile; trying them again in %g s", len(again), delay)
+            time.sleep(delay)
+            futures = {submit(batches[n]): n for n in again}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+    return _gather(plan, [results[n] for n in sorted(results)], vectorising)
 
 
 def _gather(plan: ChipPlan, results: list[BatchResult], vectorising: Vectorising) -> Segmented:
-    errors = [e for r in results for e in r.errors]
-    for error in errors:
-        log.warning("skipped a chip: %s", error)
+    failed = sorted({f for r in results for f in r.failed})
+    for chip, _, error in failed:
+        log.warning("chip %d: left out a tile that cannot be read: %s", chip, error)
     boxes_px = [shapely.box(c.col, c.row, c.col + c.size, c.row + c.size) for c in plan.chips]
     chip_boxes = to_metric(
         np.array(boxes_px, dtype=object), plan.grid.transform, plan.grid.crs, vectorising.metric_crs
+    )
+    keys = list(plan.tiles)
+    outlines = footprint_polygons(plan.tiles.values(), vectorising.metric_crs)
+    unread = shapely.union_all(
+        [shapely.intersection(chip_boxes[chip], outlines[keys.index(key)]) for chip, key, _ in failed]
     )
     candidates = Candidates(
         geometry=shapely.from_wkb(np.array([w for r in results for w in r.wkb], dtype=object)),
@@ -159,7 +188,10 @@ def _gather(plan: ChipPlan, results: list[BatchResult], vectorising: Vectorising
         candidates,
         chips=len(plan.chips),
         skipped=sum(len(r.skipped) for r in results),
-        errors=errors,
+        errors=[f"chip {chip}: {error}" for chip, _, error in failed],
+        failed_tiles=sorted({key for _, key, _ in failed}),
+        failed_chips=sorted({chip for chip, _, _ in failed}),
+        unread=unread,
         seconds=seconds,
         workers={r.worker for r in results},
     )
@@ -171,6 +203,8 @@ def merge_buildings(
 ) -> gpd.GeoDataFrame:
     """Deduplicate across chips and seams, keep buildings centred in the AOI, name source tiles.
 
+    Buildings that touch an area left unread (a tile that could not be read) are left out.
+
     Returns:
         Columns score, area_m2, source_tiles and geometry, in the metric CRS, best first.
     """
@@ -181,7 +215,11 @@ def merge_buildings(
     buildings = deduplicate(segmented.candidates, pixel_m, min_area_m2=vectorising.min_area_m2)
     area = aoi.to_crs(metric)
     inside = shapely.contains(area, shapely.point_on_surface(buildings.geometry))
-    geometry, score = buildings.geometry[inside], buildings.score[inside]
+    # Next to an unread tile a building may be cut at its edge; earlier runs' buildings are kept
+    # there instead (write_buildings), so nothing of this run touches it.
+    near_unread = shapely.intersects(shapely.buffer(segmented.unread, 2 * pixel_m), buildings.geometry)
+    keep = inside & ~near_unread
+    geometry, score = buildings.geometry[keep], buildings.score[keep]
 
     keys = list(plan.tiles)
     outlines = footprint_polygons(plan.tiles.values(), metric)
@@ -201,8 +239,13 @@ def merge_buildings(
 
 
 @task(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def write_geopackage(buildings: gpd.GeoDataFrame, aoi: Aoi, run: RunRecord) -> RunRecord:
+def write_geopackage(
+    buildings: gpd.GeoDataFrame, aoi: Aoi, run: RunRecord, unread: gpd.GeoSeries | None = None
+) -> RunRecord:
     """Write the buildings in the output CRS with their provenance, and the run's record.
+
+    Earlier buildings that touch ``unread`` (the area of tiles this run could not read, in any
+    CRS) are kept, as this run has nothing to replace them with.
 
     Returns:
         The record as written, with the write's time.
@@ -211,7 +254,8 @@ def write_geopackage(buildings: gpd.GeoDataFrame, aoi: Aoi, run: RunRecord) -> R
     table = gpd.GeoDataFrame(
         buildings.to_crs(crs).assign(method=run.method, model_id=run.model_id, run_id=run.run_id)
     )
-    record = write_buildings(run.out, table, aoi.to_crs(crs), run)
+    kept = unread.to_crs(crs).union_all() if unread is not None else None
+    record = write_buildings(run.out, table, aoi.to_crs(crs), run, kept)
     log.info(
         "wrote %d buildings (%d in the file) to %s in %.1f s",
         record.buildings,

@@ -60,6 +60,8 @@ def run_chips(
     segmented = segment_chips.fn(plan, model, str(source), S3Options(), how, cluster, 4, False)
     found = merge_buildings.fn(segmented, plan, area, how)
     found.attrs["skipped"] = segmented.skipped
+    found.attrs["errors"] = segmented.errors
+    found.attrs["unread"] = segmented.unread
     return found
 
 
@@ -189,3 +191,69 @@ def test_output_in_another_crs_keeps_areas_in_square_metres(
     assert np.allclose(written["area_m2"], utm_areas, rtol=1e-3)
     # Web Mercator inflates areas at 36 degrees north by about 1 / cos^2(36): a wrong area_m2 would show.
     assert (written.area.to_numpy() > 1.4 * utm_areas).all()
+
+
+# --- a tile whose pixels cannot be read ------------------------------------------------------
+
+BAD_TILE = "tile_r1_c1.tif"
+
+
+def _tile_outline(name: str) -> shapely.Geometry:
+    row, col = int(name[6]), int(name[9])
+    pixels = shapely.box(col * TILE, row * TILE, (col + 1) * TILE, (row + 1) * TILE)
+    return apply_affine(np.array([pixels], dtype=object), scene_transform())[0]
+
+
+@pytest.fixture(scope="module")
+def corrupt_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The block scene with one tile cut in half: its header reads, its pixels do not."""
+    folder = tmp_path_factory.mktemp("corrupt")
+    write_block_scene(folder)
+    bad = folder / BAD_TILE
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corrupt_chips(corrupt_scene: Path, blocks: Model, cluster: str) -> gpd.GeoDataFrame:
+    return run_chips(corrupt_scene, blocks, cluster, 64, 24)
+
+
+@pytest.mark.slow
+def test_a_tile_with_corrupt_pixels_costs_its_own_area_only(
+    corrupt_chips: gpd.GeoDataFrame, small_chips: gpd.GeoDataFrame
+) -> None:
+    bad = _tile_outline(BAD_TILE)
+    clean = small_chips.to_crs(CRS)
+    away = clean[~clean.intersects(shapely.buffer(bad, 2 * PIXEL_M))]
+    found = corrupt_chips.to_crs(CRS)
+    # Every building clear of the bad tile is found as in a clean run, also in the chips that
+    # cover part of the bad tile.
+    report = score_footprints(away.assign(score=1.0), found[found.intersects(away.union_all())], PIXEL_M)
+    assert report.overall["fn"] == 0, report.overall
+    assert not found.intersects(bad).any()
+    # The bad tile is named, and the unread area is its footprint.
+    assert corrupt_chips.attrs["errors"]
+    assert all(BAD_TILE in e and "cannot read pixels" in e for e in corrupt_chips.attrs["errors"])
+    unread = gpd.GeoSeries([corrupt_chips.attrs["unread"]], crs=found.crs).to_crs(CRS).iloc[0]
+    assert shapely.symmetric_difference(unread, bad).area < 1e-3
+
+
+@pytest.mark.slow
+def test_earlier_buildings_where_a_tile_could_not_be_read_are_kept(
+    small_chips: gpd.GeoDataFrame, corrupt_chips: gpd.GeoDataFrame, tmp_path: Path
+) -> None:
+    area = read_aoi(SCENE_BBOX, CRS)
+    out = tmp_path / "buildings.gpkg"
+    write_geopackage.fn(small_chips, area, run_record(out, "good", CRS))
+    unread = gpd.GeoSeries([corrupt_chips.attrs["unread"]], crs=corrupt_chips.crs)
+    write_geopackage.fn(corrupt_chips, area, run_record(out, "partial", CRS), unread)
+
+    written = gpd.read_file(out, layer="buildings", engine="pyogrio")
+    assert len(written) == len(scene_polygons())  # every building, each once
+    assert (overlaps_m2(written) <= 1.0).all()
+    bad = _tile_outline(BAD_TILE)
+    at_bad = written[written.intersects(bad)]
+    assert len(at_bad)
+    assert (at_bad["run_id"] == "good").all()
+    assert (written.loc[~written.intersects(shapely.buffer(bad, 2 * PIXEL_M)), "run_id"] == "partial").all()

@@ -314,7 +314,9 @@ def _read(chip: Chip, plan: ChipPlan, paths: dict[str, Path]) -> tuple[np.ndarra
             limits[fp.key] = tile_limits(paths[fp.key], fp, fp.key)
         return limits[fp.key]
 
-    return read_chip(chip, plan, lambda fp: paths[fp.key], limits_of)
+    read = read_chip(chip, plan, lambda fp: paths[fp.key], limits_of)
+    assert not read.failed
+    return read.image, read.valid
 
 
 def _pixel_centres_xy(chip: Chip, plan: ChipPlan) -> tuple[np.ndarray, np.ndarray]:

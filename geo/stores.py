@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,26 @@ from rasterio.session import AWSSession
 
 from .errors import StoreError
 from .files import atomic_file
+
+# S3 fails a share of requests as a matter of course: throttling (503 SlowDown) under the bursts of
+# range reads a run makes, its own 500s, and connections reset on the way. Both HTTP clients the
+# stores use retry those with exponential backoff and jitter, configured here and nowhere else:
+# - boto3 (listing, HEAD, downloads): botocore's "standard" mode retries throttling codes, 5xx and
+#   connection errors (resets included) until an answer's headers arrive, and S3Store._download
+#   retries a body that breaks off. botocore's retry quota (a token bucket per client) stops the
+#   retries of a client whose requests mostly keep failing, so a broken endpoint fails fast
+#   rather than being hammered.
+# - GDAL (tile headers read in place through /vsis3/): GDAL_HTTP_RETRY_CODES are retried and, on
+#   GDAL 3.10, curl's "Connection reset by peer" and timeouts too; the delay starts at
+#   GDAL_HTTP_RETRY_DELAY seconds and grows about 2.25 times per retry.
+# Ten attempts each: a request is lost only if ten draws in a row fail, which at a 50% fault share
+# is one request in a thousand (tests/test_s3_faults.py measures what a whole run survives).
+S3_MAX_ATTEMPTS = 10
+GDAL_HTTP_RETRY_OPTIONS = {
+    "GDAL_HTTP_MAX_RETRY": str(S3_MAX_ATTEMPTS - 1),
+    "GDAL_HTTP_RETRY_DELAY": "0.25",
+    "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
+}
 
 
 def default_cache() -> Path:
@@ -162,7 +184,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.cache_dir = Path(cache_dir or default_cache()) / "s3"
         config = Config(
-            retries={"mode": "standard", "max_attempts": 4},
+            retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
             connect_timeout=5,
             read_timeout=60,
             signature_version=UNSIGNED if options.unsigned else None,
@@ -200,6 +222,10 @@ class S3Store:
         ) as error:
             endpoint = self.options.endpoint_url or "the AWS endpoint"
             raise StoreError(what, f"cannot reach {endpoint} ({error})") from error
+        except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as error:
+            # Resets and read timeouts that outlasted every retry (S3_MAX_ATTEMPTS).
+            endpoint = self.options.endpoint_url or "the AWS endpoint"
+            raise StoreError(what, f"the connection to {endpoint} kept failing ({error})") from error
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         """Objects whose key (relative to the store's prefix) starts with ``prefix``."""
@@ -224,8 +250,11 @@ class S3Store:
         return f"/vsis3/{self.bucket}/{self._full_key(key)}"
 
     def gdal_env(self) -> rasterio.Env:
-        """GDAL's S3 settings from the store's options: credentials, endpoint, unsigned requests."""
-        options: dict[str, Any] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+        """GDAL's S3 settings from the store's options: credentials, endpoint, unsigned requests.
+
+        Failed requests are retried with backoff (see GDAL_HTTP_RETRY_OPTIONS).
+        """
+        options: dict[str, Any] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", **GDAL_HTTP_RETRY_OPTIONS}
         endpoint = None
         if self.options.endpoint_url:
             url = urlsplit(self.options.endpoint_url)
@@ -268,9 +297,20 @@ class S3Store:
     def _download(self, info: ObjectInfo, path: Path) -> None:
         if path.is_file() and path.stat().st_size == info.size:
             return
-        body = self._call(self.describe(info.key), self.client.get_object, Key=self._full_key(info.key))
-        with atomic_file(path) as f:
-            shutil.copyfileobj(body["Body"], f)
+        what = self.describe(info.key)
+        # botocore retries a request until its answer's headers arrive; a connection that breaks
+        # while the body streams in is retried here, the whole object again, with the same
+        # backoff as botocore's standard mode.
+        for attempt in range(1, S3_MAX_ATTEMPTS + 1):
+            body = self._call(what, self.client.get_object, Key=self._full_key(info.key))
+            try:
+                with atomic_file(path) as f:
+                    shutil.copyfileobj(body["Body"], f)
+                return
+            except (botocore.exceptions.HTTPClientError, botocore.exceptions.IncompleteReadError) as error:
+                if attempt == S3_MAX_ATTEMPTS:
+                    raise StoreError(what, f"the download broke off ({attempt} attempts; {error})") from error
+                time.sleep(random.random() * min(2 ** (attempt - 1), 20))
 
 
 def _explain_client_error(error: botocore.exceptions.ClientError) -> str:

@@ -89,6 +89,16 @@ def aoi_flow(
             was written and earlier buildings where tiles went unread were kept; the ``runs``
             row names the chips and tiles.
     """
+    from footprints.tasks.preflight import refused_run
+
+    # Every input is checked before any work, and a refusal is not retried.
+    refused = refused_run(
+        aoi=aoi, source=source, out=out, model=model, method=method, aoi_crs=aoi_crs, crs=crs,
+        chip_size=chip_size, overlap=overlap, batch_size=batch_size, min_area_m2=min_area_m2,
+        simplify_m=simplify_m, dask_workers=dask_workers,
+    )  # fmt: skip
+    if refused is not None:
+        return cast(RunRecord, refused)
     settings = RunSettings(crs, chip_size, overlap, batch_size, min_area_m2, simplify_m, regularise)
     started_at = datetime.now(UTC)
     seconds: dict[str, float] = {}

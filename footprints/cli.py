@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from footprints import __version__
-from footprints.geo.errors import FootprintsError
+from footprints.geo.errors import FootprintsError, InputError
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.scoring import ScoreReport, read_polygon_table, score
 from footprints.geo.stores import S3Options, open_store
@@ -70,6 +70,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     """Write a synthetic SpaceNet-2 AOI."""
     from footprints.geo.synth import write_scene
 
+    if args.tiles < 1:
+        raise InputError(f"--tiles {args.tiles}", "a scene needs at least 1 tile")
     store = open_store(args.out, _s3_options(args))
     started = time.perf_counter()
     summary = write_scene(store.write_bytes, args.tiles, args.seed, progress=not args.quiet)
@@ -132,9 +134,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the AOI flow: buildings of an area of interest into a GeoPackage."""
     from footprints.flows.aoi import aoi_flow
-    from footprints.geo.aoi import read_aoi
+    from footprints.tasks.preflight import check_run_inputs
 
-    read_aoi(args.aoi, args.aoi_crs)  # a bad AOI is refused before anything starts
+    # The flow checks these too, but from within a flow run, whose start and failure Prefect
+    # logs: here a bad input costs a second and one line.
+    check_run_inputs(
+        args.aoi,
+        args.source,
+        args.out,
+        str(args.model) if args.model else None,
+        args.method,
+        aoi_crs=args.aoi_crs,
+        crs=args.crs,
+        chip_size=args.chip_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        min_area_m2=args.min_area,
+        simplify_m=args.simplify,
+        dask_workers=args.workers,
+    )
     summary = aoi_flow(
         aoi=args.aoi,
         source=args.source,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
     """A temporary file beside ``path`` that replaces it when the block succeeds.
 
-    If the block raises, the temporary file is removed and ``path`` is left as it was.
+    If the block raises, the temporary file is removed and ``path`` is left as it was. The file
+    gets the permissions ``path`` had, or those of any new file (0666 less the umask).
 
     Args:
         path: The file to create or replace; its folder is created if needed.
@@ -28,14 +30,42 @@ def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        try:
+    tmp = new_file_beside(path)
+    try:
+        with open(tmp, "wb") as handle:
             yield handle
-        except BaseException:
-            handle.close()
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-    os.replace(handle.name, path)
+        keep_mode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def new_file_beside(path: Path) -> Path:
+    """Create an empty, hidden file with a fresh name in ``path``'s folder, and return its path.
+
+    Created with mode 0666 less the umask, as ``open`` creates files: ``tempfile``'s files are
+    0600, which a rename would hand on to the file people read.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+def keep_mode(path: str | Path, replacement: str | Path) -> None:
+    """Give ``replacement`` the permission bits of ``path``, the file it is about to replace.
+
+    A file that does not exist yet leaves ``replacement`` as created (0666 less the umask).
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(replacement, mode)
 
 
 @contextmanager

@@ -38,7 +38,7 @@ import shapely
 from pyogrio.errors import DataSourceError
 
 from .errors import InputError, first_line
-from .files import locked
+from .files import keep_mode, locked
 from .runs import RunRecord
 
 LAYER = "buildings"
@@ -130,6 +130,7 @@ def _write_locked(
         runs = pd.concat([runs, row], ignore_index=True) if len(runs) else row
         pyogrio.write_dataframe(runs.astype(str), tmp, layer=RUNS, driver="GPKG")
         pyogrio.write_dataframe(_style_table(), tmp, layer=STYLES, driver="GPKG")
+        keep_mode(path, tmp)  # GDAL made it 0666 less the umask; a replaced file keeps its own
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

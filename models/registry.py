@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from footprints.geo.errors import InputError
+from footprints.geo.errors import InputError, first_line
 
 from .checkpoint import checkpoint_bytes, load_checkpoint
 from .instances import InstanceSegmenter
@@ -145,10 +145,58 @@ def resolve_checkpoint(
             state = entry.model(config).state_dict()
             source = checkpoint_bytes({"method": entry.name, "config": config.to_dict(), "state_dict": state})
     record = load_checkpoint(source)
+    where = str(source) if isinstance(source, Path) else f"the {record['method']} default"
     if name is not None and name != record["method"]:
-        where = str(source) if isinstance(source, Path) else f"the {name} default"
         raise InputError(where, f"is a {record['method']} checkpoint, not {name}")
+    # Here, not on the workers: they get the checkpoint's bytes, and would name it by its size,
+    # once per worker and only after the run has started.
+    check_weights(where, record)
     return source, record
+
+
+def check_weights(where: str, record: dict[str, Any]) -> nn.Module:
+    """The untrained model of a checkpoint's method, once its config and weights are seen to fit.
+
+    Args:
+        where: How to name the checkpoint in errors (its path).
+        record: The checkpoint's content (see checkpoint.load_checkpoint).
+
+    Returns:
+        The model, built from the checkpoint's config, its weights not yet loaded.
+
+    Raises:
+        InputError: An unknown method, a config the method does not take, or weights of other
+            names or shapes than its model's, in one line naming ``where``.
+    """
+    method = record["method"]
+    if method not in METHODS:
+        raise InputError(
+            where, f"is a checkpoint of an unknown method {method!r}; known: {', '.join(METHODS)}"
+        )
+    entry = METHODS[method]
+    try:
+        model = entry.model(entry.config(**record["config"]))
+    except (TypeError, ValueError) as error:
+        raise InputError(where, f"its config does not fit the {method} model ({first_line(error)})") from None
+    expected = model.state_dict()
+    given = record["state_dict"]
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [
+        k
+        for k in expected
+        if k in given and (not isinstance(given[k], torch.Tensor) or given[k].shape != expected[k].shape)
+    ]
+    problems = [
+        f"{len(keys)} {what} (e.g. {keys[0]})"
+        for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+        if keys
+    ]
+    if problems:
+        raise InputError(
+            where, f"weights do not fit the {method} model's {len(expected)} tensors: {', '.join(problems)}"
+        )
+    return model
 
 
 def load_segmenter(path: str | Path | bytes, device: torch.device | None = None) -> InstanceSegmenter:
@@ -158,10 +206,7 @@ def load_segmenter(path: str | Path | bytes, device: torch.device | None = None)
         InputError: The checkpoint is unreadable or does not fit its method.
     """
     record = load_checkpoint(path)
-    model = build_model(record["method"], record["config"])
-    try:
-        model.load_state_dict(record["state_dict"])
-    except RuntimeError as error:
-        name = f"checkpoint of {len(path)} bytes" if isinstance(path, bytes) else str(path)
-        raise InputError(name, f"weights do not fit the {record['method']} model ({error})") from error
+    name = f"checkpoint of {len(path)} bytes" if isinstance(path, bytes) else str(path)
+    model = check_weights(name, record)
+    model.load_state_dict(record["state_dict"])
     return get_method(record["method"]).segmenter(model, device)

@@ -32,6 +32,7 @@ from footprints.geo.vectorise import to_metric
 from footprints.models.registry import resolve_checkpoint
 
 from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch
+from .preflight import retry_unless_input_error
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ def load_model(path: str | None = None, method: str | None = None) -> Model:
     return Model(content, record["method"], name, f"{stem}@{digest[:12]}", digest)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_unless_input_error, cache_policy=NO_CACHE
+)
 def plan_run(aoi: Aoi, source: str, s3: S3Options, chip_size: int, overlap: int) -> ChipPlan:
     """Find the tiles under the AOI (headers only, read in place) and lay the chip grid."""
     tile_set = find_tiles(open_store(source, s3))

@@ -26,6 +26,7 @@ from footprints.geo.stores import S3Options
 from footprints.tasks.chip_work import Vectorising
 from footprints.tasks.cluster import dask_cluster
 from footprints.tasks.inference import (
+    chip_batches,
     load_aoi,
     load_model,
     merge_buildings,
@@ -33,6 +34,7 @@ from footprints.tasks.inference import (
     segment_chips,
     write_geopackage,
 )
+from footprints.tasks.resume import FinishedBatches, batches_key
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +113,11 @@ def aoi_flow(
     seconds["plan"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    batches = chip_batches(plan, batch_size)
+    finished = FinishedBatches.beside(out, batches_key(plan, batches, checkpoint.sha256, vectorising))
     with dask_cluster(dask_address, dask_workers) as (address, threads):
         segmented = segment_chips(
-            plan, checkpoint, source, s3, vectorising, address, batch_size, progress, torch_threads=threads
+            plan, checkpoint, source, s3, vectorising, address, batches, progress, threads, finished
         )
     seconds["segment"] = time.perf_counter() - clock
     seconds |= {f"worker_{k}": v for k, v in segmented.seconds.items()}
@@ -139,9 +143,11 @@ def aoi_flow(
         tiles=len(plan.tiles),
         chips=len(plan.chips),
         skipped_chips=segmented.skipped,
-        errors=segmented.errors,
+        errors=[*plan.unreadable.values(), *segmented.errors],
         failed_tiles=segmented.failed_tiles,
         failed_chips=segmented.failed_chips,
+        unreadable_tiles=sorted(plan.unreadable),
+        resumed_batches=segmented.resumed,
         area_km2=plan.covered_km2(vectorising.metric_crs),
         seconds=seconds,
         workers=sorted(segmented.workers),
@@ -149,6 +155,8 @@ def aoi_flow(
     unread = gpd.GeoSeries([segmented.unread], crs=vectorising.metric_crs)
     record = write_geopackage(buildings, area, run, unread)
     log.info(record.describe())
+    if not record.partial:
+        finished.clear()  # kept after a partial run: its rerun reads only the missing chips
     if record.partial:
         # After writing, so what was read is kept. A returned Failed state ends the flow run
         # Failed and makes the call raise its exception, without the traceback Prefect logs for

@@ -42,6 +42,7 @@ class TileFootprint:
     key: str
     sidecars: tuple[str, ...]
     info: RasterInfo
+    etag: str = ""  # the object's identity in its store: what changes when its content does
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class ChipPlan:
     covered: shapely.Geometry  # the AOI where tiles cover it, in the grid's CRS
     size: int
     overlap: int
+    unreadable: dict[str, str] = field(default_factory=dict)  # tiles left out: key -> reason
 
     def covered_km2(self, metric_crs: CRS) -> float:
         """The area the run covers, in km^2."""
@@ -112,13 +114,9 @@ def _span(bounds: tuple[float, float, float, float]) -> float:
     return max(bounds[2] - bounds[0], bounds[3] - bounds[1])
 
 
-def covering_tiles(aoi: Aoi, footprints: list[TileFootprint]) -> list[TileFootprint]:
-    """The tiles whose outline intersects the AOI: the only ones a run reads."""
-    if not footprints:
-        return []
-    outlines = footprint_polygons(footprints, aoi.crs)
-    hits = shapely.STRtree(outlines).query(aoi.geometry, predicate="intersects")
-    return [footprints[i] for i in sorted(hits)]
+def _covering(area: shapely.Geometry, outlines: np.ndarray) -> np.ndarray:
+    """Indices of the outlines that meet ``area``, in order."""
+    return np.sort(shapely.STRtree(outlines).query(area, predicate="intersects"))
 
 
 def choose_grid(footprints: list[TileFootprint]) -> Grid:
@@ -139,13 +137,16 @@ def choose_grid(footprints: list[TileFootprint]) -> Grid:
 
 
 def plan_chips(aoi: Aoi, footprints: list[TileFootprint], size: int, overlap: int) -> ChipPlan:
-    """Lay chips of ``size`` pixels, overlapping by ``overlap``, over the AOI.
+    """Lay chips of ``size`` pixels, overlapping by ``overlap``, over the AOI and a margin round it.
 
-    Only chips that meet both the AOI and a tile are kept; each lists the tiles it covers.
+    The grid reaches ``overlap`` pixels beyond the AOI (where there is imagery), so that a
+    building centred inside it near its edge is seen whole, also when a neighbouring AOI shares
+    the output. Only chips that meet both the AOI and a tile are kept; each lists the tiles it
+    covers.
 
     Args:
         aoi: The area of interest.
-        footprints: The tiles that cover the AOI (see `covering_tiles`).
+        footprints: The source's tiles; a chip reads those under it within the margin.
         size: Chip width and height in pixels.
         overlap: Pixels shared by neighbouring chips; at least the size of the largest building
             for every building to be seen whole by some chip.
@@ -153,37 +154,57 @@ def plan_chips(aoi: Aoi, footprints: list[TileFootprint], size: int, overlap: in
     Raises:
         InputError: No tile covers the AOI, or the sizes are out of range.
     """
-    if not footprints:
-        raise InputError(aoi.label, "no tile of the source covers the AOI")
     if size < 32 or not 0 <= overlap < size:
         raise InputError(f"chip size {size}, overlap {overlap}", "need size >= 32 and 0 <= overlap < size")
-    grid = choose_grid(footprints)
+    under = _covering(aoi.geometry, footprint_polygons(footprints, aoi.crs)) if footprints else []
+    if len(under) == 0:
+        raise InputError(aoi.label, "no tile of the source covers the AOI")
+    grid = choose_grid([footprints[i] for i in under])
     area = aoi.to_crs(grid.crs)
     outlines = footprint_polygons(footprints, grid.crs)
+    a0, b0, a1, b1 = _pixel_bounds(area, grid)
+    reach = _pixel_box(grid, a0 - overlap, b0 - overlap, a1 + overlap, b1 + overlap)
+    near = _covering(reach, outlines)
+    footprints, outlines = [footprints[i] for i in near], outlines[near]
     imagery = shapely.union_all(outlines)
     covered = shapely.intersection(area, imagery)
-    minx, miny, maxx, maxy = covered.bounds
-    inverse = ~grid.transform
-    col0, row0 = (math.floor(v + 1e-6) for v in inverse @ (minx, maxy))
-    col1, row1 = (math.ceil(v - 1e-6) for v in inverse @ (maxx, miny))
+    # The grid spans the covered AOI and the margin round it, where there is imagery to read.
+    c0, r0, c1, r1 = _pixel_bounds(covered, grid)
+    m0, n0, m1, n1 = _pixel_bounds(shapely.intersection(reach, imagery), grid)
+    col0, row0 = max(m0, c0 - overlap), max(n0, r0 - overlap)
+    col1, row1 = min(m1, c1 + overlap), min(n1, r1 + overlap)
 
     tree = shapely.STRtree(outlines)
     keys = [fp.key for fp in footprints]
     chips = []
     for row, (r_lo, r_hi) in zip(*_axis(row0, row1, size, overlap), strict=True):
         for col, (c_lo, c_hi) in zip(*_axis(col0, col1, size, overlap), strict=True):
-            left, top = grid.transform @ (col, row)
-            right, bottom = grid.transform @ (col + size, row + size)
-            box = shapely.box(left, bottom, right, top)
-            under = tree.query(box, predicate="intersects")
-            if len(under) == 0 or not shapely.intersects(box, covered):
+            box = _pixel_box(grid, col, row, col + size, row + size)
+            tiles_under = tree.query(box, predicate="intersects")
+            if len(tiles_under) == 0 or not shapely.intersects(box, covered):
                 continue
-            tiles = tuple(keys[i] for i in sorted(under))
+            tiles = tuple(keys[i] for i in sorted(tiles_under))
             chips.append(Chip(len(chips), row, col, size, (r_lo, c_lo, r_hi, c_hi), tiles))
     used = {k for chip in chips for k in chip.tiles}
     return ChipPlan(
         grid, tuple(chips), {fp.key: fp for fp in footprints if fp.key in used}, covered, size, overlap
     )
+
+
+def _pixel_bounds(area: shapely.Geometry, grid: Grid) -> tuple[int, int, int, int]:
+    """(col0, row0, col1, row1): the grid's pixels that hold ``area``."""
+    minx, miny, maxx, maxy = shapely.bounds(area)
+    inverse = ~grid.transform
+    col0, row0 = (math.floor(v + 1e-6) for v in inverse @ (minx, maxy))
+    col1, row1 = (math.ceil(v - 1e-6) for v in inverse @ (maxx, miny))
+    return col0, row0, col1, row1
+
+
+def _pixel_box(grid: Grid, col0: int, row0: int, col1: int, row1: int) -> shapely.Polygon:
+    """The outline of a block of the grid's pixels, in the grid's CRS."""
+    left, top = grid.transform @ (col0, row0)
+    right, bottom = grid.transform @ (col1, row1)
+    return shapely.box(left, bottom, right, top)
 
 
 def _axis(start: int, stop: int, size: int, overlap: int) -> tuple[list[int], list[tuple[float, float]]]:

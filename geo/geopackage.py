@@ -39,6 +39,7 @@ from pyogrio.errors import DataSourceError
 
 from .errors import InputError, first_line
 from .files import keep_mode, locked
+from .overlap import pairwise_iou, pairwise_overlap
 from .runs import RunRecord
 
 LAYER = "buildings"
@@ -92,14 +93,24 @@ def _write_locked(
 ) -> RunRecord:
     """write_buildings' read, merge and replace, run while holding the file's lock."""
     earlier, runs = _read_existing(path, buildings.crs)
-    if len(earlier):
-        geometry = earlier.geometry.to_numpy()
-        replaced = shapely.contains(aoi, shapely.point_on_surface(geometry))
-        if unread is not None and not shapely.is_empty(unread):
-            replaced &= ~shapely.intersects(unread, geometry)
-        earlier = earlier[~replaced]
-    first_id = int(np.asarray(earlier["id"]).max()) + 1 if len(earlier) else 1
-    fresh = buildings.assign(id=np.arange(first_id, first_id + len(buildings)))
+    none = not len(earlier)
+    geometry = np.array([], dtype=object) if none else earlier.geometry.to_numpy()
+    earlier_ids = np.array([], dtype=np.int64) if none else np.asarray(earlier["id"], dtype=np.int64)
+    replaced = shapely.contains(aoi, shapely.point_on_surface(geometry))
+    if unread is not None and not shapely.is_empty(unread):
+        replaced &= ~shapely.intersects(unread, geometry)
+    if run.unreadable_tiles and not none:
+        replaced &= ~_from_tiles(np.asarray(earlier["source_tiles"]), run.unreadable_tiles)
+    outlines = _beside(_valid_polygons(buildings.geometry.to_numpy()), geometry[~replaced])
+    keep = ~shapely.is_empty(outlines)
+    fresh = buildings.assign(geometry=outlines).loc[keep]
+    ids = _same_ids(outlines[keep], geometry[replaced], earlier_ids[replaced])
+    new = ids == 0
+    next_id = 1 if none else int(earlier_ids.max()) + 1
+    ids[new] = np.arange(next_id, next_id + int(new.sum()))
+    if not none:
+        earlier = earlier.loc[~replaced]
+    fresh = fresh.assign(id=ids)
     parts: list[pd.DataFrame] = [
         pd.DataFrame(frame[[*COLUMNS, "geometry"]]) for frame in (earlier, fresh) if len(frame)
     ]
@@ -136,6 +147,73 @@ def _write_locked(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return record
+
+
+def _valid_polygons(geometry: np.ndarray) -> np.ndarray:
+    """Each outline as one valid polygon: its largest part once repaired, or empty.
+
+    An outline valid in the metric CRS can come out of a reprojection with a ring crossing
+    itself where two of its vertices lie closer than the rounding of the new coordinates.
+    """
+    repaired = shapely.make_valid(geometry)
+    parts, index = shapely.get_parts(repaired, return_index=True)
+    polygonal = shapely.get_type_id(parts) == shapely.GeometryType.POLYGON
+    parts, index = parts[polygonal], index[polygonal]
+    out = np.full(len(geometry), shapely.Polygon(), dtype=object)
+    # Smallest first, so that each outline's largest part is written last and stays.
+    order = np.argsort(shapely.area(parts))
+    out[index[order]] = parts[order]
+    return out
+
+
+def _from_tiles(source_tiles: np.ndarray, tiles: list[str]) -> np.ndarray:
+    """Whether each building was found in any of ``tiles`` (its source_tiles name them)."""
+    wanted = set(tiles)
+    return np.array([bool(wanted & set(str(s).split(";"))) for s in source_tiles], dtype=bool)
+
+
+def _beside(fresh: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """This run's outlines, less what the earlier buildings that stay already hold (or empty).
+
+    Where AOIs meet, a building on the border may be found by both runs, with its centre a
+    little to either side each time. One mostly (half or more) covered by a building that stays
+    is that building, already in the file, and is dropped; one overlapped less, a neighbour, is
+    cut back to where the earlier one is not.
+    """
+    fresh = fresh.copy()
+    if not len(kept) or not len(fresh):
+        return fresh
+    f_idx, k_idx = shapely.STRtree(kept).query(fresh, predicate="intersects")
+    inter = shapely.area(shapely.intersection(fresh[f_idx], kept[k_idx]))
+    _, covered = pairwise_overlap(fresh[f_idx], kept[k_idx])
+    drop = np.unique(f_idx[covered >= 0.5])
+    trim = (inter > 1e-9 * shapely.area(fresh[f_idx])) & (covered < 0.5)
+    for f in np.setdiff1d(f_idx[trim], drop):
+        rest = shapely.difference(fresh[f], shapely.union_all(kept[k_idx[trim & (f_idx == f)]]))
+        fresh[f] = _valid_polygons(np.array([rest], dtype=object))[0]
+    fresh[drop] = shapely.Polygon()
+    return fresh
+
+
+def _same_ids(fresh: np.ndarray, replaced: np.ndarray, replaced_ids: np.ndarray) -> np.ndarray:
+    """Ids of the earlier buildings this run finds again (IoU >= 0.5, the scorer's rule), else 0.
+
+    So that re-running an AOI keeps the ids of its unchanged buildings; each earlier id goes to
+    at most one building, the best overlapping first.
+    """
+    ids = np.zeros(len(fresh), dtype=np.int64)
+    if not len(fresh) or not len(replaced):
+        return ids
+    f_idx, r_idx = shapely.STRtree(replaced).query(fresh, predicate="intersects")
+    iou = pairwise_iou(fresh[f_idx], replaced[r_idx])
+    taken: set[int] = set()
+    for k in np.argsort(-iou, kind="stable"):
+        if iou[k] < 0.5:
+            break
+        if ids[f_idx[k]] == 0 and r_idx[k] not in taken:
+            ids[f_idx[k]] = replaced_ids[r_idx[k]]
+            taken.add(int(r_idx[k]))
+    return ids
 
 
 def _read_existing(path: Path, crs: Any) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:

@@ -14,7 +14,7 @@ Three layouts are recognised from the keys in a store:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 
@@ -66,6 +66,7 @@ class TileSet:
     tiles: tuple[Tile, ...]
     summary_keys: tuple[str, ...] = ()
     shared_label_key: str | None = None
+    etags: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # key -> identity tag
     _info_cache: dict[str, RasterInfo] = field(default_factory=dict, compare=False, repr=False)
     _path_cache: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
@@ -160,10 +161,11 @@ def find_tiles(
     else:
         where = store.describe(prefix) if prefix else store.uri
         raise InputError(where, "no image tiles (.tif) found")
+    etags = {o.key: o.etag for o in objects}
     if labels is not None:
         tiles = tuple(Tile(t.image_id, t.aoi, t.image_key, sidecars=t.sidecars) for t in tile_set.tiles)
-        return TileSet(store, tile_set.layout, tiles, tile_set.summary_keys, labels)
-    return tile_set
+        return TileSet(store, tile_set.layout, tiles, tile_set.summary_keys, labels, etags=etags)
+    return replace(tile_set, etags=etags)
 
 
 def _sidecars(image_key: str, keys: set[str]) -> tuple[str, ...]:

@@ -61,6 +61,9 @@ class RunRecord:
         errors: One line per tile a chip could not read, after retries.
         failed_tiles: The tiles some chip could not read.
         failed_chips: The chips that could not read all their tiles; a run with any is partial.
+        unreadable_tiles: Tiles of the source whose header could not be read, left out (where
+            they lie is unknown); earlier buildings from them are kept.
+        resumed_batches: Chip batches an interrupted run had finished, not segmented again.
         area_km2: Area of the AOI covered by tiles.
         buildings: Buildings this run wrote.
         buildings_in_file: Buildings in the GeoPackage after the run (earlier runs' outside
@@ -89,6 +92,8 @@ class RunRecord:
     errors: list[str] = field(default_factory=list)
     failed_tiles: list[str] = field(default_factory=list)
     failed_chips: list[int] = field(default_factory=list)
+    unreadable_tiles: list[str] = field(default_factory=list)
+    resumed_batches: int = 0
     area_km2: float = 0.0
     buildings: int = 0
     buildings_in_file: int = 0
@@ -114,13 +119,24 @@ class RunRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
         """A record read back from the ``runs`` table (the inverse of `row`)."""
-        text = {f.name: row[f.name] for f in fields(cls)}
-        as_json = {"settings", "errors", "failed_tiles", "failed_chips", "seconds", "workers"}
+        # Columns added since a file's first run hold "nan" or nothing in its older rows.
+        text = {f.name: row[f.name] for f in fields(cls) if row.get(f.name) not in (None, "nan", "")}
+        as_json = {
+            "settings",
+            "errors",
+            "failed_tiles",
+            "failed_chips",
+            "unreadable_tiles",
+            "seconds",
+            "workers",
+        }
         values: dict[str, Any] = {k: json.loads(v) if k in as_json else v for k, v in text.items()}
         values["settings"] = RunSettings(**values["settings"])
-        for name in ("tiles", "chips", "skipped_chips", "buildings", "buildings_in_file"):
-            values[name] = int(values[name])
-        values["area_km2"] = float(values["area_km2"])
+        for name in ("tiles", "chips", "skipped_chips", "resumed_batches", "buildings", "buildings_in_file"):
+            if name in values:
+                values[name] = int(values[name])
+        if "area_km2" in values:
+            values["area_km2"] = float(values["area_km2"])
         return cls(**values)
 
     @property

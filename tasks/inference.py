@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,10 +22,12 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from footprints.geo.aoi import Aoi, read_aoi
-from footprints.geo.chips import ChipPlan, TileFootprint, covering_tiles, footprint_polygons, plan_chips
+from footprints.geo.chips import ChipPlan, TileFootprint, footprint_polygons, plan_chips
 from footprints.geo.dedup import Candidates, deduplicate
+from footprints.geo.errors import FootprintsError
 from footprints.geo.geopackage import write_buildings
-from footprints.geo.layouts import find_tiles
+from footprints.geo.layouts import Tile, find_tiles
+from footprints.geo.raster import RasterInfo
 from footprints.geo.runs import RunRecord
 from footprints.geo.stores import S3Options, open_store
 from footprints.geo.vectorise import to_metric
@@ -33,6 +35,7 @@ from footprints.models.registry import resolve_checkpoint
 
 from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch
 from .preflight import retry_unless_input_error
+from .resume import FinishedBatches
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class Segmented:
     unread: shapely.Geometry
     seconds: dict[str, float]
     workers: set[str] = field(default_factory=set)
+    batches: int = 0
+    resumed: int = 0  # batches taken from an interrupted run
 
 
 @task(cache_policy=NO_CACHE)
@@ -86,23 +91,49 @@ def load_model(path: str | None = None, method: str | None = None) -> Model:
     retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_unless_input_error, cache_policy=NO_CACHE
 )
 def plan_run(aoi: Aoi, source: str, s3: S3Options, chip_size: int, overlap: int) -> ChipPlan:
-    """Find the tiles under the AOI (headers only, read in place) and lay the chip grid."""
+    """Find the tiles under the AOI (headers only, read in place) and lay the chip grid.
+
+    A tile whose header cannot be read is left out and named in ``ChipPlan.unreadable``: where it
+    lies is unknown, and only the tiles under the AOI matter.
+    """
     tile_set = find_tiles(open_store(source, s3))
+
+    def header(tile: Tile) -> RasterInfo | FootprintsError:
+        try:
+            return tile_set.info(tile)
+        except FootprintsError as error:
+            return error
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        infos = list(pool.map(tile_set.info, tile_set.tiles))
+        infos = list(pool.map(header, tile_set.tiles))
+    unreadable = {
+        t.image_key: str(i)
+        for t, i in zip(tile_set.tiles, infos, strict=True)
+        if isinstance(i, FootprintsError)
+    }
+    for reason in unreadable.values():
+        log.warning("left out a tile whose header cannot be read: %s", reason)
     footprints = [
-        TileFootprint(t.image_key, t.sidecars, i) for t, i in zip(tile_set.tiles, infos, strict=True)
+        TileFootprint(t.image_key, t.sidecars, i, tile_set.etags.get(t.image_key, ""))
+        for t, i in zip(tile_set.tiles, infos, strict=True)
+        if not isinstance(i, FootprintsError)
     ]
-    plan = plan_chips(aoi, covering_tiles(aoi, footprints), chip_size, overlap)
+    plan = replace(plan_chips(aoi, footprints, chip_size, overlap), unreadable=unreadable)
     log.info(
-        "%d of %d tiles cover the AOI; %d chips of %d px (overlap %d)",
+        "%d of %d tiles cover the AOI and its margin; %d chips of %d px (overlap %d)",
         len(plan.tiles),
-        len(footprints),
+        len(tile_set.tiles),
         len(plan.chips),
         chip_size,
         overlap,
     )
     return plan
+
+
+def chip_batches(plan: ChipPlan, batch_size: int) -> list[list[int]]:
+    """The plan's chip ids in batches of ``batch_size``, in order: the units of work and of resuming."""
+    ids = [chip.id for chip in plan.chips]
+    return [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
 
 
 @task(cache_policy=NO_CACHE)
@@ -113,16 +144,19 @@ def segment_chips(
     s3: S3Options,
     vectorising: Vectorising,
     dask_address: str,
-    batch_size: int = 4,
+    batches: list[list[int]],
     progress: bool = True,
     torch_threads: int | None = None,
+    finished: FinishedBatches | None = None,
 ) -> Segmented:
     """Fan the chips out to the Dask cluster in batches and gather their polygons.
 
     Inference asks for a ``GPU`` resource when any worker of the cluster offers one; the model
     is loaded once per worker by a worker plugin. ``torch_threads`` sets the threads of each
     forward pass (see ModelPlugin). Batches that could not read a tile are run again, up to
-    twice, after the pauses of READ_RETRY_DELAYS_S.
+    twice, after the pauses of READ_RETRY_DELAYS_S. With ``finished``, the batches an
+    interrupted run had finished are taken from there, and each batch that finishes whole is
+    saved there.
     """
     with Client(dask_address) as client:
         plugin = ModelPlugin(model, source, s3, torch_threads)
@@ -130,8 +164,6 @@ def segment_chips(
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         resources = {"GPU": 1} if any("GPU" in w.get("resources", {}) for w in workers) else None
         shared_plan = client.scatter(plan, broadcast=True)
-        ids = [chip.id for chip in plan.chips]
-        batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
 
         def submit(batch: list[int]) -> Future:
             return client.submit(
@@ -145,11 +177,20 @@ def segment_chips(
                 pure=False,
             )
 
-        results: dict[int, BatchResult] = {}
-        futures = {submit(batch): n for n, batch in enumerate(batches)}
-        with tqdm(total=len(ids), desc="segment", unit="chip", disable=not progress) as bar:
+        def done(n: int, result: BatchResult) -> None:
+            results[n] = result
+            if finished is not None and not result.failed:
+                finished.save(n, batches[n], result)
+
+        results = finished.load(batches) if finished is not None else {}
+        resumed = len(results)
+        if resumed:
+            log.info("resuming: %d of %d batches were finished by an earlier try", resumed, len(batches))
+        futures = {submit(batch): n for n, batch in enumerate(batches) if n not in results}
+        with tqdm(total=len(plan.chips), desc="segment", unit="chip", disable=not progress) as bar:
+            bar.update(sum(len(batches[n]) for n in results))
             for future in as_completed(futures):
-                results[futures[future]] = future.result()
+                done(futures[future], future.result())
                 bar.update(len(batches[futures[future]]))
         # A tile read can fail for a while (a store that drops out, an object being replaced):
         # batches that left a tile out are run again, whole, after a pause.
@@ -161,8 +202,9 @@ def segment_chips(
             time.sleep(delay)
             futures = {submit(batches[n]): n for n in again}
             for future in as_completed(futures):
-                results[futures[future]] = future.result()
-    return _gather(plan, [results[n] for n in sorted(results)], vectorising)
+                done(futures[future], future.result())
+    segmented = _gather(plan, [results[n] for n in sorted(results)], vectorising)
+    return replace(segmented, batches=len(batches), resumed=resumed)
 
 
 def _gather(plan: ChipPlan, results: list[BatchResult], vectorising: Vectorising) -> Segmented:

@@ -9,6 +9,8 @@ larger than any chip overlap the tests use, and one has a courtyard (a hole).
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -120,10 +122,13 @@ class BlockNet(nn.Module):
 class BlockSegmenter:
     """Connected components of bright pixels, each an instance with score 1.
 
-    ``loads`` counts the segmenters made in this process (the tests' workers are threads of it).
+    ``loads`` counts the segmenters made in this process (the tests' workers are threads of it),
+    ``chips`` the chips they segmented. $BLOCKS_SECONDS_PER_BATCH slows each call down, so that
+    a test can interrupt a run part-way.
     """
 
     loads: ClassVar[int] = 0
+    chips: ClassVar[int] = 0
     device = torch.device("cpu")
 
     def __init__(self, model: BlockNet, device: torch.device | None = None) -> None:
@@ -131,6 +136,8 @@ class BlockSegmenter:
 
     def predict(self, chips: torch.Tensor) -> list[list[Instance]]:
         """Per chip, its bright components."""
+        BlockSegmenter.chips += len(chips)
+        time.sleep(float(os.environ.get("BLOCKS_SECONDS_PER_BATCH", "0")))
         found = []
         for chip in chips.numpy():
             labels, _ = bright_regions(chip.mean(axis=0), threshold=0.5, min_pixels=1)

@@ -97,6 +97,10 @@ def top_row_aoi(s3_scene: str, s3_endpoint: str, tmp_path_factory: pytest.TempPa
     outline = shapely.box(*top[0].bounds).union(shapely.box(*top[1].bounds))
     aoi = gpd.GeoDataFrame(geometry=[outline], crs=top[0].crs).to_crs(32611)
     aoi["geometry"] = aoi.buffer(-5.0, join_style="mitre")
+    # Chips reach --overlap pixels (96 x 0.3 m) beyond the AOI: keep it farther than that from
+    # the bottom row, so that the bottom row is outside the AOI and its margin.
+    minx, miny, maxx, maxy = aoi.total_bounds
+    aoi["geometry"] = aoi.intersection(shapely.box(minx, miny + 35.0, maxx, maxy))
     path = tmp_path_factory.mktemp("aoi") / "top_row.gpkg"
     aoi.to_file(path, engine="pyogrio")
     return path

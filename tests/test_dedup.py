@@ -33,7 +33,14 @@ from footprints.geo.labels import apply_affine
 from footprints.geo.scoring import score_footprints
 from footprints.geo.stores import S3Options
 from footprints.tasks.chip_work import Model, Vectorising
-from footprints.tasks.inference import load_model, merge_buildings, plan_run, segment_chips, write_geopackage
+from footprints.tasks.inference import (
+    chip_batches,
+    load_model,
+    merge_buildings,
+    plan_run,
+    segment_chips,
+    write_geopackage,
+)
 
 SCENE_BBOX = "500000,3999840,500160,4000000"  # the whole 320 x 320 px scene, UTM metres
 
@@ -57,7 +64,8 @@ def run_chips(
     area = read_aoi(aoi, CRS)
     plan = plan_run.fn(area, str(source), S3Options(), size, overlap)
     how = Vectorising(area.utm_crs(), min_area_m2=1.0, simplify_m=0.0)
-    segmented = segment_chips.fn(plan, model, str(source), S3Options(), how, cluster, 4, False)
+    batches = chip_batches(plan, 4)
+    segmented = segment_chips.fn(plan, model, str(source), S3Options(), how, cluster, batches, False)
     found = merge_buildings.fn(segmented, plan, area, how)
     found.attrs["skipped"] = segmented.skipped
     found.attrs["errors"] = segmented.errors

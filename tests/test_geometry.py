@@ -36,7 +36,6 @@ from footprints.geo.chips import (
     ChipPlan,
     Limits,
     TileFootprint,
-    covering_tiles,
     footprint_polygons,
     plan_chips,
     read_chip,
@@ -172,7 +171,7 @@ def _covered_pixel_centres(plan: ChipPlan) -> tuple[np.ndarray, np.ndarray]:
 @settings(max_examples=60, deadline=None)
 @given(layouts())
 def test_chip_cores_hold_every_covered_pixel_centre_exactly_once(layout: Layout) -> None:
-    footprints = covering_tiles(layout.aoi, layout.footprints)
+    footprints = layout.footprints
     plan = plan_chips(layout.aoi, footprints, layout.size, layout.overlap)
     rows, cols = _covered_pixel_centres(plan)
 
@@ -192,7 +191,7 @@ def test_chip_cores_hold_every_covered_pixel_centre_exactly_once(layout: Layout)
 @settings(max_examples=60, deadline=None)
 @given(layouts())
 def test_each_core_is_its_chip_less_half_the_overlap_on_sides_with_a_neighbour(layout: Layout) -> None:
-    footprints = covering_tiles(layout.aoi, layout.footprints)
+    footprints = layout.footprints
     plan = plan_chips(layout.aoi, footprints, layout.size, layout.overlap)
     size, half, stride = layout.size, layout.overlap / 2, layout.size - layout.overlap
     first_row, last_row = min(c.row for c in plan.chips), max(c.row for c in plan.chips)
@@ -212,7 +211,7 @@ def test_each_core_is_its_chip_less_half_the_overlap_on_sides_with_a_neighbour(l
 @settings(max_examples=60, deadline=None)
 @given(layouts())
 def test_every_chip_meets_the_aoi_and_lists_exactly_the_tiles_under_it(layout: Layout) -> None:
-    footprints = covering_tiles(layout.aoi, layout.footprints)
+    footprints = layout.footprints
     plan = plan_chips(layout.aoi, footprints, layout.size, layout.overlap)
     area = layout.aoi.to_crs(plan.grid.crs)
     assert plan.chips
@@ -221,8 +220,18 @@ def test_every_chip_meets_the_aoi_and_lists_exactly_the_tiles_under_it(layout: L
         box = _chip_box(chip, plan)
         assert shapely.intersects(box, area)
         assert shapely.intersects(box, plan.covered)
+        # Every tile under the chip that meets the AOI, and others only within the margin.
         under = [fp.key for fp in footprints if shapely.intersects(box, shapely.box(*fp.info.bounds))]
-        assert list(chip.tiles) == under
+        assert set(chip.tiles) <= set(under)
+        assert list(chip.tiles) == sorted(chip.tiles, key=under.index)
+        t = plan.grid.transform
+        margin = layout.overlap * math.hypot(t.a, t.e)
+        for fp in footprints:
+            outline = shapely.box(*fp.info.bounds)
+            if fp.key in under and shapely.intersects(outline, area):
+                assert fp.key in chip.tiles
+            if fp.key in chip.tiles:
+                assert shapely.distance(outline, area) <= margin
     assert set(plan.tiles) == {key for chip in plan.chips for key in chip.tiles}
 
 
@@ -303,7 +312,7 @@ def two_crs_plan(tmp_path: Path) -> tuple[ChipPlan, dict[str, Path]]:
     _write_wgs84_tile(paths["b_wgs84.tif"])
     footprints = [TileFootprint(key, (), raster_info(path)) for key, path in paths.items()]
     aoi = Aoi(shapely.box(319_990, 3_999_900, 320_200, 4_000_010), CRS.from_user_input(UTM), "both tiles")
-    return plan_chips(aoi, covering_tiles(aoi, footprints), 64, 16), paths
+    return plan_chips(aoi, footprints, 64, 16), paths
 
 
 def _read(chip: Chip, plan: ChipPlan, paths: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -412,7 +421,7 @@ def test_a_tile_in_another_crs_without_a_nodata_value_is_valid_only_over_its_foo
     _write_wgs84_tile(paths["b_wgs84.tif"], nodata=False)
     footprints = [TileFootprint(key, (), raster_info(path)) for key, path in paths.items()]
     aoi = Aoi(shapely.box(319_990, 3_999_900, 320_200, 4_000_010), CRS.from_user_input(UTM), "both tiles")
-    plan = plan_chips(aoi, covering_tiles(aoi, footprints), 64, 16)
+    plan = plan_chips(aoi, footprints, 64, 16)
     utm_tile = shapely.box(ORIGIN[0], ORIGIN[1] - UTM_TILE_PX, ORIGIN[0] + UTM_TILE_PX, ORIGIN[1])
     near = shapely.buffer(footprint_polygons([footprints[1]], plan.grid.crs)[0], 1.0)
     for chip in plan.chips:
@@ -434,7 +443,7 @@ def test_a_tile_on_the_grid_is_not_blanked_by_an_earlier_tile_without_a_nodata_v
         _write_tile(path, pixels, UTM, Affine(1.0, 0, ORIGIN[0], 0, -1.0, top))
     footprints = [TileFootprint(key, (), raster_info(path)) for key, path in paths.items()]
     aoi = Aoi(shapely.box(320_000, 3_999_800, 320_150, 4_000_000), CRS.from_user_input(UTM), "three tiles")
-    plan = plan_chips(aoi, covering_tiles(aoi, footprints), 64, 16)
+    plan = plan_chips(aoi, footprints, 64, 16)
     assert plan.grid.crs == CRS.from_user_input(UTM)
     near = shapely.buffer(footprint_polygons([footprints[0]], plan.grid.crs)[0], 1.0)
     shared = [chip for chip in plan.chips if chip.tiles[:2] == ("a_wgs84.tif", "b_utm.tif")]

@@ -23,8 +23,8 @@ BAD_TILE = "tile_r1_c1.tif"
 OPTIONS = ["--chip-size", "64", "--overlap", "24", "--simplify", "0", "--min-area", "1", "--workers", "1"]
 
 
-def _run(source: Path, checkpoint: Path, out: Path) -> int:
-    argv = ["-q", "run", "--aoi", SCENE_BBOX, "--aoi-crs", CRS, "--source", str(source)]
+def _run(source: Path, checkpoint: Path, out: Path, aoi: str = SCENE_BBOX) -> int:
+    argv = ["-q", "run", "--aoi", aoi, "--aoi-crs", CRS, "--source", str(source)]
     return main([*argv, "--model", str(checkpoint), "--method", "blocks", "--out", str(out), *OPTIONS])
 
 
@@ -70,3 +70,38 @@ def test_a_run_that_cannot_read_a_tile_fails_and_keeps_the_earlier_buildings_the
         state = client.read_flow_run(uuid.UUID(partial.run_id)).state
     assert state is not None
     assert state.is_failed()
+
+
+@pytest.mark.slow
+def test_a_tile_whose_header_cannot_be_read_is_left_out_and_its_buildings_kept(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    checkpoint = block_checkpoint(tmp_path / "blocks.pt")
+    scene = tmp_path / "scene"
+    write_block_scene(scene)
+    out = tmp_path / "buildings.gpkg"
+    assert _run(scene, checkpoint, out) == 0
+    before = gpd.read_file(out, layer="buildings", engine="pyogrio")
+
+    (scene / BAD_TILE).write_bytes(b"not a GeoTIFF at all")
+    # An AOI on the first tile alone does not need the bad one: it runs as before.
+    first_tile = "500000,3999920,500080,4000000"
+    assert _run(scene, checkpoint, tmp_path / "first.gpkg", aoi=first_tile) == 0
+    first_run = RunRecord.from_row(
+        pyogrio.read_dataframe(tmp_path / "first.gpkg", layer="runs").to_dict("records")[-1]
+    )
+    assert first_run.unreadable_tiles == [BAD_TILE]
+    assert "not a readable raster" in first_run.errors[0]
+    first = gpd.read_file(tmp_path / "first.gpkg", layer="buildings", engine="pyogrio")
+    in_first = before[before["source_tiles"] == "tile_r0_c0.tif"]
+    assert len(first) >= len(in_first) > 0
+    # The whole AOI again: the buildings the bad tile held are kept from the good run.
+    assert _run(scene, checkpoint, out) == 0
+    after = gpd.read_file(out, layer="buildings", engine="pyogrio")
+    assert len(after) == len(before)
+    runs = [RunRecord.from_row(r) for r in pyogrio.read_dataframe(out, layer="runs").to_dict("records")]
+    assert runs[-1].unreadable_tiles == [BAD_TILE]
+    assert not runs[-1].partial
+    kept = after[after["run_id"] == runs[0].run_id]
+    assert len(kept) > 0
+    assert all(BAD_TILE in tiles for tiles in kept["source_tiles"])

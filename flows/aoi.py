@@ -97,7 +97,7 @@ def aoi_flow(
     refused = refused_run(
         aoi=aoi, source=source, out=out, model=model, method=method, aoi_crs=aoi_crs, crs=crs,
         chip_size=chip_size, overlap=overlap, batch_size=batch_size, min_area_m2=min_area_m2,
-        simplify_m=simplify_m, dask_workers=dask_workers,
+        simplify_m=simplify_m, dask_workers=dask_workers, dask_address=dask_address,
     )  # fmt: skip
     if refused is not None:
         return cast(RunRecord, refused)

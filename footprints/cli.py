@@ -30,6 +30,8 @@ from footprints.models.registry import METHODS
 
 log = logging.getLogger("footprints")
 
+MAX_SYNTH_TILES = 10_000
+
 
 def _add_s3_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("S3")
@@ -68,10 +70,16 @@ def _s3_options(args: argparse.Namespace) -> S3Options:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write a synthetic SpaceNet-2 AOI."""
+    from footprints.geo.run_inputs import check_output_folder
     from footprints.geo.synth import write_scene
 
-    if args.tiles < 1:
-        raise InputError(f"--tiles {args.tiles}", "a scene needs at least 1 tile")
+    if not 1 <= args.tiles <= MAX_SYNTH_TILES:
+        # A scene is laid out whole before its first tile is written: some 0.4 MiB and 0.07 s a tile.
+        raise InputError(f"--tiles {args.tiles}", f"a scene has 1 to {MAX_SYNTH_TILES} tiles")
+    if args.seed < 0:
+        raise InputError(f"--seed {args.seed}", "must be 0 or more")
+    if not str(args.out).startswith("s3://"):
+        check_output_folder(args.out)
     store = open_store(args.out, _s3_options(args))
     started = time.perf_counter()
     summary = write_scene(store.write_bytes, args.tiles, args.seed, progress=not args.quiet)
@@ -152,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area,
         simplify_m=args.simplify,
         dask_workers=args.workers,
+        dask_address=args.dask_address,
     )
     summary = aoi_flow(
         aoi=args.aoi,

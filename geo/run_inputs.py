@@ -73,7 +73,10 @@ def check_output(path: str | Path, crs: str) -> Path:
         raise InputError(
             text, f"is a folder; name the GeoPackage to write in it (e.g. {path / 'buildings.gpkg'})"
         )
-    _check_folder(path, text)
+    if path.suffix.lower() != ".gpkg":
+        # GDAL would write a GeoPackage under any name; one called .geojson or .shp misleads.
+        raise InputError(text, "the output is a GeoPackage: give it the .gpkg extension")
+    _check_folder(path.parent, text)
     if not path.exists():
         return path
     if not path.is_file():
@@ -87,10 +90,29 @@ def check_output(path: str | Path, crs: str) -> Path:
     return path
 
 
-def _check_folder(path: Path, text: str) -> None:
-    """The folder of ``path`` (or, where it is still to be made, its nearest existing parent)
-    must be one this process may create files in, as the write renames a new file into it."""
-    folder = path.parent
+def check_output_folder(path: str | Path) -> Path:
+    """Refuse, before any work, a folder to write files into that cannot be made or written.
+
+    Args:
+        path: The folder; it may be still to be made.
+
+    Returns:
+        The path, as a Path.
+
+    Raises:
+        InputError: It is a file, or no file can be created where it is or would be.
+    """
+    text = str(path)
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(text, "exists and is not a folder")
+    _check_folder(path, text)
+    return path
+
+
+def _check_folder(folder: Path, text: str) -> None:
+    """``folder`` (or, where it is still to be made, its nearest existing parent) must be one
+    this process may create files in: a write renames a new file into it."""
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
@@ -98,7 +120,7 @@ def _check_folder(path: Path, text: str) -> None:
     # A file made and removed again, rather than access(): that says yes to root on a read-only
     # mount or an immutable folder, where the write would fail after all the work.
     try:
-        os.unlink(new_file_beside(folder / path.name))
+        os.unlink(new_file_beside(folder / "probe"))
     except OSError as error:
         why = error.strerror or first_line(error)
         raise InputError(text, f"cannot be written: creating a file in {folder} fails ({why})") from None

@@ -143,6 +143,7 @@ def test_outputs_that_cannot_be_written_or_are_not_ours_are_refused(
     )
     cases = {
         folder: "is a folder; name the GeoPackage to write in it",
+        tmp_path / "buildings.geojson": "the output is a GeoPackage: give it the .gpkg extension",
         a_file / "out.gpkg": f"cannot be created: {a_file} is a file, not a folder",
         "s3://bucket/out.gpkg": "the output must be a local GeoPackage file, not a URL",
         text: "exists but is not a readable GeoPackage (",
@@ -199,6 +200,8 @@ def test_an_output_in_a_folder_nobody_may_write_to_is_refused(
     folder.mkdir()
     with unwritable(folder):
         line = refused(capsys, run_cli(scene, folder / "new" / "out.gpkg"))
+        synth = refused(capsys, main(["-q", "synth", "--out", str(folder / "scene")]))
+    assert synth.startswith(f"{folder / 'scene'}: cannot be written: creating a file in {folder} fails (")
     assert line.startswith(
         f"{folder / 'new' / 'out.gpkg'}: cannot be written: creating a file in {folder} fails ("
     )
@@ -266,6 +269,18 @@ def test_a_missing_source_or_bad_aoi_is_refused_before_the_flow(
     assert refused(capsys, code).startswith("1,2,3: neither a bbox")
 
 
+def test_a_dask_scheduler_that_does_not_answer_is_refused_before_the_flow(
+    scene: Path, tmp_path: Path, no_flow: None, capsys: pytest.CaptureFixture[str], free_port: int
+) -> None:
+    out = tmp_path / "out.gpkg"
+    code = run_cli(scene, out, "--dask-address", f"tcp://127.0.0.1:{free_port}")
+    assert refused(capsys, code).startswith(
+        f"Dask scheduler tcp://127.0.0.1:{free_port}: cannot be reached ("
+    )
+    code = run_cli(scene, out, "--dask-address", "tcp://127.0.0.1:port")
+    assert refused(capsys, code).startswith("Dask scheduler tcp://127.0.0.1:port: not a scheduler address")
+
+
 def test_good_inputs_pass(scene: Path, tmp_path: Path) -> None:
     check_run_inputs(BBOX, str(scene), tmp_path / "new" / "out.gpkg")
     check_run_inputs(BBOX, str(scene), tmp_path / "out.gpkg", method="threshold", chip_size=32, overlap=0)
@@ -297,9 +312,20 @@ def test_synth_writes_files_with_the_users_umask(tmp_path: Path, capsys: pytest.
             assert main(["-q", "synth", "--out", str(out), "--tiles", "1"]) == 0
         modes = {_mode(p) for p in out.rglob("*") if p.is_file()}
         assert modes == {expected}
-    assert refused(capsys, main(["-q", "synth", "--out", str(tmp_path / "none"), "--tiles", "0"])) == (
-        "--tiles 0: a scene needs at least 1 tile"
-    )
+    for options, message in (
+        (["--tiles", "0"], "--tiles 0: a scene has 1 to 10000 tiles"),
+        (["--tiles", "100000000"], "--tiles 100000000: a scene has 1 to 10000 tiles"),
+        (["--seed", "-1"], "--seed -1: must be 0 or more"),
+    ):
+        assert refused(capsys, main(["-q", "synth", "--out", str(tmp_path / "none"), *options])) == message
+    a_file = tmp_path / "a file"
+    a_file.write_text("x")
+    for out, message in (
+        (a_file, f"{a_file}: exists and is not a folder"),
+        (a_file / "sub", f"{a_file / 'sub'}: cannot be created: {a_file} is a file, not a folder"),
+    ):
+        assert refused(capsys, main(["-q", "synth", "--out", str(out)])) == message
+    assert not (tmp_path / "none").exists()
 
 
 def test_replacing_a_file_keeps_its_permissions(tmp_path: Path) -> None:

@@ -164,7 +164,9 @@ class FaultProxy:
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Send one request upstream on a fresh connection; returns status, headers and body."""
-        connection = http.client.HTTPConnection(*self._target, timeout=60)
+        # A generous socket timeout: one that fires only resets this request (a fault the client
+        # retries); it exists so that a hung upstream cannot hang a test forever.
+        connection = http.client.HTTPConnection(*self._target, timeout=300)
         try:
             connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
             for name, value in headers:
@@ -291,9 +293,11 @@ class _RelayHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fault_proxy(upstream: str, share: float, seed: int = 0) -> Iterator[FaultProxy]:
+def fault_proxy(
+    upstream: str, share: float, seed: int = 0, kinds: tuple[str, ...] = FAULT_KINDS
+) -> Iterator[FaultProxy]:
     """A started FaultProxy in front of ``upstream`` for the block; stopped after it."""
-    proxy = FaultProxy(upstream, share, seed)
+    proxy = FaultProxy(upstream, share, seed, kinds)
     proxy.start()
     try:
         yield proxy

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from footprints import code_version
-from footprints.geo.errors import PartialRunError
+from footprints.geo.errors import InputError, PartialRunError
 from footprints.geo.runs import DEFAULTS, RunRecord, RunSettings
 from footprints.geo.stores import S3Options
 from footprints.tasks.chip_work import Vectorising
@@ -34,6 +34,7 @@ from footprints.tasks.inference import (
     segment_chips,
     write_geopackage,
 )
+from footprints.tasks.preflight import refused_run
 from footprints.tasks.resume import FinishedBatches, batches_key
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,12 @@ def aoi_flow(
         The run's record, as the GeoPackage's ``runs`` table holds it.
 
     Raises:
+        InputError: An input cannot be used (checked before any work, or found while planning:
+            no tile under the AOI); nothing was written.
         PartialRunError: Some chips could not read a tile, after retries. The rest of the AOI
             was written and earlier buildings where tiles went unread were kept; the ``runs``
             row names the chips and tiles.
     """
-    from footprints.tasks.preflight import refused_run
-
     # Every input is checked before any work, and a refusal is not retried.
     refused = refused_run(
         aoi=aoi, source=source, out=out, model=model, method=method, aoi_crs=aoi_crs, crs=crs,
@@ -108,7 +109,10 @@ def aoi_flow(
     clock = time.perf_counter()
     area = load_aoi(aoi, aoi_crs)
     checkpoint = load_model(model, method)
-    plan = plan_run(area, source, s3, chip_size, overlap)
+    try:
+        plan = plan_run(area, source, s3, chip_size, overlap)
+    except InputError as error:  # e.g. no tile under the AOI: one line, as for other bad input
+        return cast(RunRecord, Failed(message=str(error), data=error))
     vectorising = Vectorising(area.utm_crs(), min_area_m2, simplify_m, regularise)
     seconds["plan"] = time.perf_counter() - clock
 

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import geopandas as gpd
 import numpy as np
 import shapely
+from rasterio.io import MemoryFile
 
 from .errors import InputError
 from .labels import read_label_file, read_summary_csv, to_pixels
@@ -86,14 +87,27 @@ class TileSet:
 
         Read in place, without downloading the tile, unless georeferencing sidecars must lie
         beside it.
+
+        Raises:
+            InputError: The tile is not a georeferenced raster.
+            StoreError: The store cannot be read (after its retries).
         """
         key = tile.image_key
         if key not in self._info_cache:
             if tile.sidecars:
                 self._info_cache[key] = raster_info(self.image_path(tile), self.store.describe(key))
             else:
-                with self.store.gdal_env():
-                    self._info_cache[key] = raster_info(self.store.header_path(key), self.store.describe(key))
+                try:
+                    with self.store.gdal_env():
+                        info = raster_info(self.store.header_path(key), self.store.describe(key))
+                except InputError:
+                    # Read in place, a store that fails for longer than GDAL retries looks like a
+                    # broken file. The whole object, fetched with the store's own retries, tells
+                    # them apart: a StoreError if the store is failing, an InputError if the file
+                    # is broken.
+                    with MemoryFile(self.store.read_bytes(key)) as copy:
+                        info = raster_info(copy.name, self.store.describe(key))
+                self._info_cache[key] = info
         return self._info_cache[key]
 
     @cached_property

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from footprints.geo.aoi import Aoi, read_aoi
 from footprints.geo.chips import ChipPlan, TileFootprint, footprint_polygons, plan_chips
 from footprints.geo.dedup import Candidates, deduplicate
-from footprints.geo.errors import FootprintsError
+from footprints.geo.errors import InputError
 from footprints.geo.geopackage import write_buildings
 from footprints.geo.layouts import Tile, find_tiles
 from footprints.geo.raster import RasterInfo
@@ -93,30 +93,29 @@ def load_model(path: str | None = None, method: str | None = None) -> Model:
 def plan_run(aoi: Aoi, source: str, s3: S3Options, chip_size: int, overlap: int) -> ChipPlan:
     """Find the tiles under the AOI (headers only, read in place) and lay the chip grid.
 
-    A tile whose header cannot be read is left out and named in ``ChipPlan.unreadable``: where it
-    lies is unknown, and only the tiles under the AOI matter.
+    A tile that is not a readable raster is left out and named in ``ChipPlan.unreadable``: where
+    it lies is unknown, and only the tiles under the AOI matter. A store that cannot be read
+    fails the plan (StoreError), which Prefect tries again: nothing has been written yet.
     """
     tile_set = find_tiles(open_store(source, s3))
 
-    def header(tile: Tile) -> RasterInfo | FootprintsError:
+    def header(tile: Tile) -> RasterInfo | InputError:
         try:
             return tile_set.info(tile)
-        except FootprintsError as error:
+        except InputError as error:  # a broken file; a StoreError fails the plan, to be retried
             return error
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         infos = list(pool.map(header, tile_set.tiles))
     unreadable = {
-        t.image_key: str(i)
-        for t, i in zip(tile_set.tiles, infos, strict=True)
-        if isinstance(i, FootprintsError)
+        t.image_key: str(i) for t, i in zip(tile_set.tiles, infos, strict=True) if isinstance(i, InputError)
     }
     for reason in unreadable.values():
         log.warning("left out a tile whose header cannot be read: %s", reason)
     footprints = [
         TileFootprint(t.image_key, t.sidecars, i, tile_set.etags.get(t.image_key, ""))
         for t, i in zip(tile_set.tiles, infos, strict=True)
-        if not isinstance(i, FootprintsError)
+        if not isinstance(i, InputError)
     ]
     plan = replace(plan_chips(aoi, footprints, chip_size, overlap), unreadable=unreadable)
     log.info(

@@ -30,8 +30,12 @@ from urllib.parse import urlsplit
 _ERRORS = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+    # Not transient, so not among the default kinds: an object that looks gone for a moment (as
+    # while it is being replaced) to the client asked.
+    "missing": (404, "NoSuchKey", "The specified key does not exist."),
 }
 FAULT_KINDS = ("slowdown", "internal", "reset", "cut")
+_KINDS = (*FAULT_KINDS, "missing")
 # Headers that belong to one hop, not to the request or answer: the proxy sets its own.
 _HOP_BY_HOP = {
     "connection",
@@ -56,13 +60,18 @@ class FaultProxy:
     """
 
     def __init__(
-        self, upstream: str, share: float, seed: int = 0, kinds: tuple[str, ...] = FAULT_KINDS
+        self,
+        upstream: str,
+        share: float,
+        seed: int = 0,
+        kinds: tuple[str, ...] = FAULT_KINDS,
+        ranged_only: bool = False,
     ) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"a fault share is between 0 and 1, not {share}")
-        unknown = set(kinds) - set(FAULT_KINDS)
+        unknown = set(kinds) - set(_KINDS)
         if unknown or not kinds:
-            raise ValueError(f"fault kinds are some of {FAULT_KINDS}, not {kinds}")
+            raise ValueError(f"fault kinds are some of {_KINDS}, not {kinds}")
         target = urlsplit(upstream)
         if target.scheme != "http" or target.hostname is None:
             raise ValueError(f"the upstream is a plain http://host:port endpoint, not {upstream}")
@@ -70,6 +79,7 @@ class FaultProxy:
         self.share = share
         self.seed = seed
         self.kinds = kinds
+        self.ranged_only = ranged_only  # fail only requests for part of an object (GDAL's reads)
         self._target = (target.hostname, target.port or 80)
         self._lock = threading.Lock()
         self._seen: Counter[str] = Counter()
@@ -152,7 +162,7 @@ class FaultProxy:
             self._requests[method] += 1
         digest = hashlib.sha256(f"{self.seed}|{signature}|{seen}".encode()).digest()
         chance = int.from_bytes(digest[:8], "big") / 2**64
-        if chance >= self.share:
+        if chance >= self.share or (self.ranged_only and not byte_range):
             return None
         kind = self.kinds[digest[8] % len(self.kinds)]
         with self._lock:
@@ -294,10 +304,14 @@ class _RelayHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def fault_proxy(
-    upstream: str, share: float, seed: int = 0, kinds: tuple[str, ...] = FAULT_KINDS
+    upstream: str,
+    share: float,
+    seed: int = 0,
+    kinds: tuple[str, ...] = FAULT_KINDS,
+    ranged_only: bool = False,
 ) -> Iterator[FaultProxy]:
     """A started FaultProxy in front of ``upstream`` for the block; stopped after it."""
-    proxy = FaultProxy(upstream, share, seed, kinds)
+    proxy = FaultProxy(upstream, share, seed, kinds, ranged_only)
     proxy.start()
     try:
         yield proxy

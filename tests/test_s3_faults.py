@@ -29,6 +29,7 @@ from rasterio.windows import Window
 from test_method_registry import SCENE_BBOX
 
 from footprints.cli import main
+from footprints.geo.layouts import find_tiles
 from footprints.geo.raster import raster_info, read_window
 from footprints.geo.stores import S3Options, S3Store
 
@@ -179,3 +180,22 @@ def test_a_run_through_faults_writes_what_a_run_without_them_writes(
     assert _geometries(tmp_path / "faulty.gpkg") == expected, line
     if share >= 0.2:
         assert proxy.faults > 0, line
+
+
+def test_a_header_that_cannot_be_read_in_place_is_read_from_the_whole_object(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A store failing GDAL's reads for longer than GDAL retries is not mistaken for a broken tile.
+
+    Every ranged read (GDAL's, in place) is answered 404, which GDAL does not retry; the tile
+    set then fetches the whole object with the store's own client and reads the header from it.
+    """
+    tiles = upload_scene(s3_endpoint, s3_bucket, tmp_path / "scene", ("gone",))
+    with fault_proxy(s3_endpoint, 1.0, kinds=("missing",), ranged_only=True) as proxy:
+        store = S3Store(f"s3://{s3_bucket}", S3Options(endpoint_url=proxy.url), tmp_path / "cache")
+        tile_set = find_tiles(store, "gone/")
+        headers = [tile_set.info(tile) for tile in tile_set.tiles]
+        line = report(proxy)
+    assert proxy.stats()["faults"] == {"missing": proxy.faults}, line
+    assert proxy.faults >= len(tiles)
+    assert headers == [raster_info(path) for path in sorted(tiles)]

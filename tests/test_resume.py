@@ -82,6 +82,10 @@ def test_a_killed_run_resumes_without_segmenting_its_finished_batches_again(
     BlockSegmenter.chips = 0
     assert main(_argv(scene, checkpoint, out)) == 0
     record = _last_run(out)
+    print(
+        f"\nkilled with {finished} of {batches} batches finished; the rerun resumed "
+        f"{record.resumed_batches} and segmented {BlockSegmenter.chips} of {chips} chips"
+    )
     assert record.resumed_batches == finished
     assert chips - 2 * finished <= BlockSegmenter.chips <= chips - 2 * finished + 1
     assert not saved.exists()  # forgotten once written

@@ -139,7 +139,7 @@ def choose_grid(footprints: list[TileFootprint]) -> Grid:
 def plan_chips(aoi: Aoi, footprints: list[TileFootprint], size: int, overlap: int) -> ChipPlan:
     """Lay chips of ``size`` pixels, overlapping by ``overlap``, over the AOI and a margin round it.
 
-    The grid reaches ``overlap`` pixels beyond the AOI (where there is imagery), so that a
+    The grid reaches ``overlap`` pixels beyond the AOI's bounds (where there is imagery), so that a
     building centred inside it near its edge is seen whole, also when a neighbouring AOI shares
     the output. Only chips that meet both the AOI and a tile are kept; each lists the tiles it
     covers.

@@ -160,11 +160,10 @@ def aoi_flow(
     record = write_geopackage(buildings, area, run, unread)
     log.info(record.describe())
     if not record.partial:
-        finished.clear()  # kept after a partial run: its rerun reads only the missing chips
-    if record.partial:
-        # After writing, so what was read is kept. A returned Failed state ends the flow run
-        # Failed and makes the call raise its exception, without the traceback Prefect logs for
-        # one raised here: the message says all there is to say.
-        error = PartialRunError(record.out, record.partial_message())
-        return cast(RunRecord, Failed(message=str(error), data=error))
-    return record
+        finished.clear()
+        return record
+    # A partial run's finished batches are kept, so that its rerun reads only the missing chips.
+    # It has written what it read; a returned Failed state ends the flow run Failed and makes
+    # the call raise its exception, without the traceback Prefect logs for one raised here.
+    error = PartialRunError(record.out, record.partial_message())
+    return cast(RunRecord, Failed(message=str(error), data=error))

@@ -28,12 +28,9 @@ def _run(source: Path, checkpoint: Path, out: Path, aoi: str = SCENE_BBOX) -> in
     return main([*argv, "--model", str(checkpoint), "--method", "blocks", "--out", str(out), *OPTIONS])
 
 
-@pytest.mark.slow
-def test_a_run_that_cannot_read_a_tile_fails_and_keeps_the_earlier_buildings_there(
-    prefect_api: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from prefect.client.orchestration import get_client
-
+@pytest.fixture
+def good_run(prefect_api: str, tmp_path: Path) -> tuple[Path, Path, Path, gpd.GeoDataFrame]:
+    """The block scene, run cleanly once: its folder, checkpoint, output and buildings."""
     checkpoint = block_checkpoint(tmp_path / "blocks.pt")
     scene = tmp_path / "scene"
     write_block_scene(scene)
@@ -41,6 +38,16 @@ def test_a_run_that_cannot_read_a_tile_fails_and_keeps_the_earlier_buildings_the
     assert _run(scene, checkpoint, out) == 0
     before = gpd.read_file(out, layer="buildings", engine="pyogrio")
     assert len(before) == len(scene_polygons())
+    return scene, checkpoint, out, before
+
+
+@pytest.mark.slow
+def test_a_run_that_cannot_read_a_tile_fails_and_keeps_the_earlier_buildings_there(
+    good_run: tuple[Path, Path, Path, gpd.GeoDataFrame], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    scene, checkpoint, out, before = good_run
     capsys.readouterr()
 
     bad = scene / BAD_TILE
@@ -74,14 +81,9 @@ def test_a_run_that_cannot_read_a_tile_fails_and_keeps_the_earlier_buildings_the
 
 @pytest.mark.slow
 def test_a_tile_whose_header_cannot_be_read_is_left_out_and_its_buildings_kept(
-    prefect_api: str, tmp_path: Path
+    good_run: tuple[Path, Path, Path, gpd.GeoDataFrame], tmp_path: Path
 ) -> None:
-    checkpoint = block_checkpoint(tmp_path / "blocks.pt")
-    scene = tmp_path / "scene"
-    write_block_scene(scene)
-    out = tmp_path / "buildings.gpkg"
-    assert _run(scene, checkpoint, out) == 0
-    before = gpd.read_file(out, layer="buildings", engine="pyogrio")
+    scene, checkpoint, out, before = good_run
 
     (scene / BAD_TILE).write_bytes(b"not a GeoTIFF at all")
     # An AOI on the first tile alone does not need the bad one: it runs as before.

@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from footprints import __version__
+from footprints.console import Stopped, configure_console, stopping_cleanly
 from footprints.geo.errors import FootprintsError, InputError
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.scoring import ScoreReport, read_polygon_table, score
 from footprints.geo.stores import S3Options, open_store
 from footprints.models.registry import METHODS
-
-log = logging.getLogger("footprints")
 
 MAX_SYNTH_TILES = 10_000
 
@@ -118,15 +116,17 @@ def print_report(report: ScoreReport) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: a synthetic AOI through the AOI flow, scored against its truth."""
+    from footprints.flows.api_server import prefect_api
     from footprints.flows.demo import demo_flow
 
-    result = demo_flow(
-        Path(args.out),
-        tiles=args.tiles,
-        seed=args.seed,
-        model=str(args.model) if args.model else None,
-        progress=not args.quiet,
-    )
+    with prefect_api():
+        result = demo_flow(
+            Path(args.out),
+            tiles=args.tiles,
+            seed=args.seed,
+            model=str(args.model) if args.model else None,
+            progress=not args.quiet,
+        )
     run = result.run
     print(f"\n{run.buildings} buildings from {run.tiles} tiles ({run.chips} chips) in {run.out}")
     for name, report in (("model", result.model), ("threshold baseline", result.baseline)):
@@ -142,6 +142,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the AOI flow: buildings of an area of interest into a GeoPackage."""
     from footprints.flows.aoi import aoi_flow
+    from footprints.flows.api_server import prefect_api
     from footprints.tasks.preflight import check_run_inputs
 
     # The flow checks these too, but from within a flow run, whose start and failure Prefect
@@ -162,53 +163,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         dask_workers=args.workers,
         dask_address=args.dask_address,
     )
-    summary = aoi_flow(
-        aoi=args.aoi,
-        source=args.source,
-        out=args.out,
-        model=str(args.model) if args.model else None,
-        method=args.method,
-        aoi_crs=args.aoi_crs,
-        crs=args.crs,
-        chip_size=args.chip_size,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        min_area_m2=args.min_area,
-        simplify_m=args.simplify,
-        regularise=args.regularise,
-        dask_address=args.dask_address,
-        dask_workers=args.workers,
-        s3=_s3_options(args),
-        progress=not args.quiet,
-    )
-    print(
-        f"{summary.buildings} buildings from {summary.tiles} tiles ({summary.chips} chips, "
-        f"{summary.skipped_chips} without data, {summary.area_km2:.3f} km2) written to {summary.out}"
-    )
-    return 0
+    with prefect_api():
+        aoi_flow(
+            aoi=args.aoi,
+            source=args.source,
+            out=args.out,
+            model=str(args.model) if args.model else None,
+            method=args.method,
+            aoi_crs=args.aoi_crs,
+            crs=args.crs,
+            chip_size=args.chip_size,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            min_area_m2=args.min_area,
+            simplify_m=args.simplify,
+            regularise=args.regularise,
+            dask_address=args.dask_address,
+            dask_workers=args.workers,
+            s3=_s3_options(args),
+            progress=not args.quiet,
+        )
+    return 0  # the flow's closing line, logged, is the run's summary
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a method with the Prefect training flow."""
+    from footprints.flows.api_server import prefect_api
     from footprints.flows.training import train_flow
 
-    summary = train_flow(
-        args.method,
-        args.data,
-        args.out,
-        train_only=args.train_only,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps,
-        batch_size=args.batch_size,
-        chip=args.chip,
-        lr=args.lr,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        resume=args.resume,
-        architecture=dict(args.config),
-        s3=_s3_options(args),
-        progress=not args.quiet,
-    )
+    with prefect_api():
+        summary = train_flow(
+            args.method,
+            args.data,
+            args.out,
+            train_only=args.train_only,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps,
+            batch_size=args.batch_size,
+            chip=args.chip,
+            lr=args.lr,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            resume=args.resume,
+            architecture=dict(args.config),
+            s3=_s3_options(args),
+            progress=not args.quiet,
+        )
     best = max(summary["history"], key=lambda h: h["val_f1"])
     print(f"best validation F1 {best['val_f1']:.4f} at epoch {best['epoch']}; model saved to {args.out}")
     return 0
@@ -356,19 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``footprints`` command."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Prefect's client logs every HTTP request to its local API at INFO, distributed every
-    # scheduler event, pyogrio every layer written: the run's own log says what matters.
-    for chatty in ("httpx", "distributed", "pyogrio"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure_console(args.verbose)
     try:
-        return args.run(args)
+        with stopping_cleanly():
+            return args.run(args)
     except FootprintsError as error:
         print(f"footprints: error: {error}", file=sys.stderr)
         return 2
+    except Stopped as stopped:
+        print(f"footprints: stopped by {stopped.signal_name}", file=sys.stderr)
+        return cast(int, stopped.code)
 
 
 if __name__ == "__main__":

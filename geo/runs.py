@@ -107,13 +107,15 @@ class RunRecord:
         return {k: json.dumps(v) if isinstance(v, dict | list) else str(v) for k, v in values.items()}
 
     def describe(self) -> str:
-        """One line for people: what was found where, and how long it took."""
-        total = sum(v for k, v in self.seconds.items() if not k.startswith("worker_"))
+        """One line for people: what was found where, and how long each stage took."""
+        # Workers' seconds are summed over workers that ran side by side: they are not stages.
+        stages = {k: v for k, v in self.seconds.items() if not k.startswith("worker_")}
+        times = ", ".join(f"{stage} {s:.1f}" for stage, s in stages.items())
         return (
-            f"run {self.run_id}: {self.buildings} buildings from {self.tiles} tiles "
-            f"({self.chips} chips, {self.skipped_chips} without data, "
-            f"{len(self.failed_chips)} partly unread, {self.area_km2:.3f} km2) "
-            f"by {self.method} {self.model_id} into {self.out} in {total:.1f} s"
+            f"run {self.run_id}: {self.buildings} buildings in {self.area_km2:.3f} km2 from "
+            f"{self.tiles} tiles ({self.chips} chips, {self.skipped_chips} without data, "
+            f"{len(self.failed_chips)} partly unread) by {self.method} {self.model_id} into "
+            f"{self.out} in {sum(stages.values()):.1f} s ({times} s)"
         )
 
     @classmethod

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import torch
 from distributed import LocalCluster
 
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
+
 
 def default_workers() -> int:
     """Workers of a LocalCluster: one per GPU, else one per core (up to 8).
@@ -37,11 +39,16 @@ def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tu
         yield address, None
         return
     workers = workers or default_workers()
+    # A scheduler and its workers serve HTTP (health, metrics, and the workers' dashboards where
+    # bokeh is installed) even with the dashboard off, by default on every interface: here on
+    # loopback only, on ports of the system's choosing.
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=False,
         dashboard_address=None,  # pyright: ignore[reportArgumentType]  # None: no dashboard, as documented
+        scheduler_kwargs={"dashboard_address": LOOPBACK_ANY_PORT},
+        worker_dashboard_address=LOOPBACK_ANY_PORT,
         silence_logs=logging.ERROR,
     )
     with cluster:

@@ -19,7 +19,6 @@ import shapely
 from distributed import Client, Future, as_completed
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from tqdm.auto import tqdm
 
 from footprints.geo.aoi import Aoi, read_aoi
 from footprints.geo.chips import ChipPlan, TileFootprint, footprint_polygons, plan_chips
@@ -35,6 +34,7 @@ from footprints.models.registry import resolve_checkpoint
 
 from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch
 from .preflight import retry_unless_input_error
+from .progress import StageProgress
 from .resume import FinishedBatches
 
 log = logging.getLogger(__name__)
@@ -186,11 +186,11 @@ def segment_chips(
         if resumed:
             log.info("resuming: %d of %d batches were finished by an earlier try", resumed, len(batches))
         futures = {submit(batch): n for n, batch in enumerate(batches) if n not in results}
-        with tqdm(total=len(plan.chips), desc="segment", unit="chip", disable=not progress) as bar:
-            bar.update(sum(len(batches[n]) for n in results))
+        with StageProgress("segment", len(plan.chips), "chip", bar=progress) as chips_done:
+            chips_done.update(sum(len(batches[n]) for n in results))
             for future in as_completed(futures):
                 done(futures[future], future.result())
-                bar.update(len(batches[futures[future]]))
+                chips_done.update(len(batches[futures[future]]))
         # A tile read can fail for a while (a store that drops out, an object being replaced):
         # batches that left a tile out are run again, whole, after a pause.
         for delay in READ_RETRY_DELAYS_S:

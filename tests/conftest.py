@@ -13,7 +13,6 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from prefect.testing.utilities import prefect_test_harness
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -99,10 +98,13 @@ def s3_endpoint_checking_credentials() -> Iterator[str]:
     server.wait(10)
 
 
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
-    """Prefect's test harness: a temporary API server for the session; yields its URL."""
-    from prefect.settings import PREFECT_API_URL
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A temporary Prefect API server with a database of its own, for the whole session; yields
+    its URL. It is started as the command line starts one (flows/api_server.py), waiting for
+    as long as the start takes: Prefect's test harness gives up after 30 s, which a busy machine
+    missed. Every test has it, so that no flow falls back to Prefect's own temporary server."""
+    from footprints.flows.api_server import prefect_api as temporary_api
 
-    with prefect_test_harness():
-        yield str(PREFECT_API_URL.value())
+    with temporary_api(tmp_path_factory.mktemp("prefect") / "prefect.db") as url:
+        yield url

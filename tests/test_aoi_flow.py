@@ -21,10 +21,12 @@ import numpy as np
 import pyogrio
 import pytest
 import shapely
+import yaml
 from distributed import Client, LocalCluster
 
 from footprints.cli import main
 from footprints.flows.aoi import aoi_flow
+from footprints.geo.aoi import read_aoi
 from footprints.geo.layouts import find_tiles
 from footprints.geo.runs import RunRecord
 from footprints.geo.scoring import score_footprints
@@ -330,3 +332,9 @@ def test_cli_refuses_a_bad_aoi_up_front(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 2
     assert "10,20,5,30: a bbox needs minx < maxx and miny < maxy" in capsys.readouterr().err
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_the_shipped_deployments_aoi_is_in_the_repository() -> None:
+    deployment = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]
+    area = read_aoi(str(ROOT / deployment["parameters"]["aoi"]))
+    assert area.geometry.area > 0

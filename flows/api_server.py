@@ -98,8 +98,11 @@ def prefect_api(database: Path | None = None) -> Iterator[str]:
         try:
             server.start()
             with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-                yield server.api_url
-                # Log lines still queued for the API go before the server does, not after it.
-                APILogWorker.drain_all(timeout=10)
+                try:
+                    yield server.api_url
+                finally:
+                    # Log lines still queued for the API, a crashed run's last ones included,
+                    # go before the server does, not after it.
+                    APILogWorker.drain_all(timeout=10)
         finally:
             server.stop()

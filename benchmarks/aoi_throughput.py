@@ -7,9 +7,11 @@ the flow's parallelism (one single-threaded pass per LocalCluster worker, side b
 pass at a time on every core. Prints a table: tiles/s and km^2/h end to end, peak memory of the
 process (flow and its workers), the share of time per stage (worker stages summed over workers),
 and the ratio of end-to-end time to each bare forward pass: the cost of everything that is not
-the model.
+the model. With ``--credentials``, every size is measured a second time with AWS credentials in
+the environment, as on every S3 deployment, with the ratio of its time to the time without.
 
     python benchmarks/aoi_throughput.py --tiles 16 64 256 --repeats 3
+    python benchmarks/aoi_throughput.py --tiles 16 --repeats 3 --credentials
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from pathlib import Path
 from footprints.geo.runs import DEFAULTS
 
 STAGES = ("plan", "worker_read", "worker_model", "worker_vectorise", "merge", "write")
+# What an S3 deployment has in its environment; the runs read local tiles, so they are never used.
+AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "benchmark", "AWS_SECRET_ACCESS_KEY": "benchmark"}
 
 
 def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | None) -> dict:
@@ -127,6 +131,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--workers", type=int, help="LocalCluster workers (default: the flow's)")
     parser.add_argument("--scenes", type=Path, default=Path("runs/bench-scenes"))
+    parser.add_argument(
+        "--credentials", action="store_true", help="measure again with AWS credentials in the environment"
+    )
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: measure one scene
     args = parser.parse_args()
     if args.one:
@@ -137,34 +144,17 @@ def main() -> None:
     from footprints.geo.stores import LocalStore
     from footprints.geo.synth import write_scene
 
+    without = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    environments = {"no": without} | ({"yes": without | AWS_CREDENTIALS} if args.credentials else {})
     rows = []
     for tiles in args.tiles:
         scene = args.scenes / f"tiles-{tiles}"
         if not (scene / "done").exists():
             write_scene(LocalStore(scene).write_bytes, tiles, seed=1, progress=True)
             (scene / "done").touch()
-        runs = []
-        for _ in range(args.repeats):
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    str(scene),
-                    "--chip",
-                    str(args.chip),
-                    "--overlap",
-                    str(args.overlap),
-                    "--batch",
-                    str(args.batch),
-                    *(["--workers", str(args.workers)] if args.workers else []),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        rows.append((tiles, runs))
+        for credentials, env in environments.items():
+            runs = [_measure_in_new_process(scene, args, env) for _ in range(args.repeats)]
+            rows.append((tiles, credentials, runs))
         print(f"measured {tiles} tiles", file=sys.stderr)
 
     print(
@@ -172,13 +162,17 @@ def main() -> None:
         f"{args.workers or 'default'} workers; medians of {args.repeats} runs\n"
     )
     header = (
-        "| tiles | chips | km^2 | wall s | tiles/s | km^2/h | peak MiB | "
+        "| tiles | AWS credentials | chips | km^2 | wall s | wall / without credentials | tiles/s | km^2/h "
+        "| peak MiB | "
         + " | ".join(s.removeprefix("worker_") for s in STAGES)
         + " | end-to-end / forward | end-to-end / forward on all cores |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for tiles, runs in rows:
+    baseline = {
+        tiles: statistics.median(r["wall"] for r in runs) for tiles, cred, runs in rows if cred == "no"
+    }
+    for tiles, credentials, runs in rows:
         med = {
             k: statistics.median(r[k] for r in runs)
             for k in ("wall", "forward", "forward_all_cores", "flow_mib")
@@ -187,11 +181,36 @@ def main() -> None:
         total = sum(stage.values())
         km2 = runs[0]["km2"]
         print(
-            f"| {tiles} | {runs[0]['chips']} | {km2:.3f} | {med['wall']:.1f} | {tiles / med['wall']:.2f} | "
+            f"| {tiles} | {credentials} | {runs[0]['chips']} | {km2:.3f} | {med['wall']:.1f} | "
+            f"{med['wall'] / baseline[tiles]:.2f} | {tiles / med['wall']:.2f} | "
             f"{km2 / med['wall'] * 3600:.1f} | {med['flow_mib']:.0f} | "
             + " | ".join(f"{stage[s] / total:.0%}" for s in STAGES)
             + f" | {med['wall'] / med['forward']:.2f} | {med['wall'] / med['forward_all_cores']:.2f} |"
         )
+
+
+def _measure_in_new_process(scene: Path, args: argparse.Namespace, env: dict[str, str]) -> dict:
+    """One measurement in a fresh process with environment ``env``, so that peak memory is its own."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--one",
+            str(scene),
+            "--chip",
+            str(args.chip),
+            "--overlap",
+            str(args.overlap),
+            "--batch",
+            str(args.batch),
+            *(["--workers", str(args.workers)] if args.workers else []),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

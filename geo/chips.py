@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from .aoi import Aoi
 from .errors import FootprintsError, InputError, first_line
-from .raster import RasterInfo, as_rgb, read_window, stretch, stretch_limits, valid_pixels
+from .raster import RasterInfo, as_rgb, local_gdal, read_window, stretch, stretch_limits, valid_pixels
 
 Limits = tuple[np.ndarray, np.ndarray]
 
@@ -343,6 +343,7 @@ def _read_warped(
     """A tile off the grid (another CRS, pixel size or alignment), warped onto the chip."""
     try:
         with (
+            local_gdal(),
             rasterio.open(path) as src,
             WarpedVRT(
                 src,

@@ -27,7 +27,7 @@ from pyproj import CRS
 from footprints.geo.chips import Chip, ChipPlan, Limits, TileFootprint, read_chip, tile_limits
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.stores import S3Options, TileStore, open_store
-from footprints.geo.vectorise import mask_to_polygon, tidy_outlines, to_metric
+from footprints.geo.vectorise import masks_to_polygons, tidy_outlines, to_metric
 from footprints.models.instances import InstanceSegmenter
 from footprints.models.registry import load_segmenter
 
@@ -234,7 +234,7 @@ def _add_chip(
     on_data = valid[rows_a.astype(int), cols_a.astype(int)]
     # A whole instance larger than the overlap cannot be seen whole by the chip owning its centre.
     owned = chip.owns(rows_a + chip.row, cols_a + chip.col) | (~np.array(cut) & (np.array(extent) > overlap))
-    pixels = np.array([mask_to_polygon(i.mask, i.row, i.col) for i in instances], dtype=object)
+    pixels = masks_to_polygons(instances)
     metric = to_metric(pixels, chip.transform(plan.grid), plan.grid.crs, how.metric_crs)
     tidy, kept = tidy_outlines(
         metric, min_area_m2=how.min_area_m2, simplify_m=how.simplify_m, regularise_outlines=how.regularise

@@ -20,7 +20,8 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from footprints import code_version
-from footprints.geo.errors import InputError, PartialRunError
+from footprints.geo.errors import InputError, PartialRunError, StoreError
+from footprints.geo.outputs import open_output
 from footprints.geo.runs import DEFAULTS, RunRecord, RunSettings
 from footprints.geo.stores import S3Options
 from footprints.tasks.chip_work import Vectorising
@@ -31,6 +32,7 @@ from footprints.tasks.inference import (
     load_model,
     merge_buildings,
     plan_run,
+    publish_output,
     segment_chips,
     write_geopackage,
 )
@@ -38,6 +40,9 @@ from footprints.tasks.preflight import refused_run
 from footprints.tasks.resume import FinishedBatches, batches_key
 
 log = logging.getLogger(__name__)
+
+# Writes of an S3 output that may lose the race to another run's before this run gives up.
+PUBLISH_TRIES = 5
 
 
 @flow(name="aoi-footprints", log_prints=True)
@@ -65,7 +70,8 @@ def aoi_flow(
     Args:
         aoi: ``minx,miny,maxx,maxy`` (in ``aoi_crs``) or a GeoJSON / GeoPackage of polygons.
         source: Folder or ``s3://`` prefix of tiles, in any layout geo.layouts reads.
-        out: The GeoPackage; buildings of earlier runs inside this AOI are replaced.
+        out: The GeoPackage, a file or ``s3://bucket/key.gpkg``; buildings of earlier runs
+            inside this AOI are replaced. An S3 object is replaced whole once written.
         model: Checkpoint of a trained method; None takes the method's shipped model.
         method: The method expected of the checkpoint (checked); None takes the checkpoint's,
             or the project's default method when no checkpoint is named.
@@ -110,6 +116,7 @@ def aoi_flow(
     area = load_aoi(aoi, aoi_crs)
     checkpoint = load_model(model, method)
     try:
+        output = open_output(out, crs, s3)
         plan = plan_run(area, source, s3, chip_size, overlap)
     except InputError as error:  # e.g. no tile under the AOI: one line, as for other bad input
         return cast(RunRecord, Failed(message=str(error), data=error))
@@ -118,7 +125,7 @@ def aoi_flow(
 
     clock = time.perf_counter()
     batches = chip_batches(plan, batch_size)
-    finished = FinishedBatches.beside(out, batches_key(plan, batches, checkpoint.sha256, vectorising))
+    finished = FinishedBatches.beside(output.path, batches_key(plan, batches, checkpoint.sha256, vectorising))
     with dask_cluster(dask_address, dask_workers) as (address, threads):
         segmented = segment_chips(
             plan, checkpoint, source, s3, vectorising, address, batches, progress, threads, finished
@@ -157,7 +164,12 @@ def aoi_flow(
         workers=sorted(segmented.workers),
     )
     unread = gpd.GeoSeries([segmented.unread], crs=vectorising.metric_crs)
-    record = write_geopackage(buildings, area, run, unread)
+    for _ in range(PUBLISH_TRIES):
+        record = write_geopackage(buildings, area, run, output.path, unread)
+        if publish_output(output):
+            break
+    else:
+        raise StoreError(out, f"other runs kept writing it: {PUBLISH_TRIES} uploads found it changed")
     log.info(record.describe())
     if not record.partial:
         finished.clear()

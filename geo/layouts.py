@@ -13,7 +13,9 @@ Three layouts are recognised from the keys in a store:
 
 from __future__ import annotations
 
+import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
@@ -27,6 +29,9 @@ from .errors import InputError
 from .labels import read_label_file, read_summary_csv, to_pixels
 from .raster import RasterInfo, raster_info
 from .stores import ObjectInfo, TileStore
+from .tile_index import TileIndex
+
+log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 LABEL_SUFFIXES = (".geojson", ".json", ".gpkg")
@@ -68,6 +73,7 @@ class TileSet:
     summary_keys: tuple[str, ...] = ()
     shared_label_key: str | None = None
     etags: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # key -> identity tag
+    sizes: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # key -> bytes
     _info_cache: dict[str, RasterInfo] = field(default_factory=dict, compare=False, repr=False)
     _path_cache: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
@@ -109,6 +115,52 @@ class TileSet:
                         info = raster_info(copy.name, self.store.describe(key))
                 self._info_cache[key] = info
         return self._info_cache[key]
+
+    def identity(self, tile: Tile) -> str | None:
+        """What names this version of the tile's header: key, ETag and size of the image and of
+        each sidecar (whose georeferencing the header reads); None where the listing lacks one."""
+        parts = []
+        for key in (tile.image_key, *tile.sidecars):
+            if key not in self.etags or key not in self.sizes:
+                return None
+            parts.append(f"{key}|{self.etags[key]}|{self.sizes[key]}")
+        return ";".join(parts)
+
+    def headers(self, index: TileIndex | None = None, threads: int = 16) -> list[RasterInfo | InputError]:
+        """Every tile's raster header, in the order of ``tiles``, read in ``threads`` threads.
+
+        With an index, the headers it keeps for the tiles' current identities are taken from it
+        and only the others are read, then kept in it. A tile that is not a readable raster gets
+        its InputError, and is not kept: it is read again next time, so that a fix that leaves
+        the object as it is (a GDAL upgrade, a fault that outlasted the retries) counts at once,
+        and its warning is given every run; broken tiles are few, so this costs little.
+
+        Raises:
+            StoreError: The store cannot be read (after its retries).
+        """
+        identities = {t.image_key: i for t in self.tiles if (i := self.identity(t)) is not None}
+        known = index.get(identities) if index is not None else {}
+        self._info_cache.update(known)
+
+        def header(tile: Tile) -> RasterInfo | InputError:
+            try:
+                return self.info(tile)
+            except InputError as error:  # a broken file; a StoreError fails the caller
+                return error
+
+        missing = [t for t in self.tiles if t.image_key not in known]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            read = dict(zip((t.image_key for t in missing), pool.map(header, missing), strict=True))
+        if index is not None:
+            index.put(
+                {
+                    key: (identities[key], info)
+                    for key, info in read.items()
+                    if key in identities and not isinstance(info, InputError)
+                }
+            )
+        log.debug("tile headers: %d from the tile index, %d read", len(known), len(read))
+        return [known[t.image_key] if t.image_key in known else read[t.image_key] for t in self.tiles]
 
     @cached_property
     def _shared_labels(self) -> gpd.GeoDataFrame:
@@ -176,10 +228,11 @@ def find_tiles(
         where = store.describe(prefix) if prefix else store.uri
         raise InputError(where, "no image tiles (.tif) found")
     etags = {o.key: o.etag for o in objects}
+    sizes = {o.key: o.size for o in objects}
     if labels is not None:
         tiles = tuple(Tile(t.image_id, t.aoi, t.image_key, sidecars=t.sidecars) for t in tile_set.tiles)
-        return TileSet(store, tile_set.layout, tiles, tile_set.summary_keys, labels, etags=etags)
-    return replace(tile_set, etags=etags)
+        return TileSet(store, tile_set.layout, tiles, tile_set.summary_keys, labels, etags=etags, sizes=sizes)
+    return replace(tile_set, etags=etags, sizes=sizes)
 
 
 def _sidecars(image_key: str, keys: set[str]) -> tuple[str, ...]:

@@ -51,23 +51,25 @@ def output_crs(crs: str) -> CRS:
     return parsed
 
 
-def check_output(path: str | Path, crs: str) -> Path:
+def check_output(path: str | Path, crs: str) -> None:
     """Refuse, before any work, an output that a run in ``crs`` could not write or would damage.
 
     Args:
-        path: The GeoPackage to write.
+        path: The GeoPackage to write: a file, or an ``s3://bucket/key.gpkg`` object.
         crs: The run's output CRS.
-
-    Returns:
-        The path, as a Path.
 
     Raises:
         InputError: Naming the path (or the CRS) and the cause.
     """
     target = output_crs(crs)
     text = str(path)
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", text):  # s3://..., also as a Path makes it (s3:/...)
-        raise InputError(text, "the output must be a local GeoPackage file, not a URL")
+    if text.startswith("s3://"):
+        # Its content is checked once fetched (geo/outputs.py).
+        if not re.fullmatch(r"s3://[^/]+/.*[^/]\.gpkg", text, flags=re.IGNORECASE):
+            raise InputError(text, "an S3 output is a GeoPackage object: s3://bucket/key.gpkg")
+        return
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", text):  # s3:/... is what a Path makes of s3://...
+        raise InputError(text, "the output must be a GeoPackage file or an s3://bucket/key.gpkg object")
     path = Path(path).expanduser()
     if path.is_dir():
         raise InputError(
@@ -78,7 +80,7 @@ def check_output(path: str | Path, crs: str) -> Path:
         raise InputError(text, "the output is a GeoPackage: give it the .gpkg extension")
     _check_folder(path.parent, text)
     if not path.exists():
-        return path
+        return
     if not path.is_file():
         raise InputError(text, "exists and is not a regular file")
     mode = path.stat().st_mode
@@ -87,7 +89,6 @@ def check_output(path: str | Path, crs: str) -> Path:
     if not mode & stat.S_IWUSR or not os.access(path, os.W_OK):
         raise InputError(text, "is read-only; make it writable (chmod u+w) or name another output")
     _check_layout(path, text, target)
-    return path
 
 
 def check_output_folder(path: str | Path) -> Path:

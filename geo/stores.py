@@ -277,6 +277,52 @@ class S3Store:
         """Upload one object (S3 puts are atomic: readers see the old or the new object)."""
         self._call(self.describe(key), self.client.put_object, Key=self._full_key(key), Body=data)
 
+    def fetch(self, key: str, path: Path) -> str | None:
+        """Download the object, if there is one, into ``path`` (whole or not at all).
+
+        Returns:
+            Its ETag, or None where there is no such object (``path`` is then left alone).
+        """
+        try:
+            info = self.head(key)
+        except StoreError as error:
+            if error.cause.startswith("no such object"):
+                return None
+            raise
+        path.unlink(missing_ok=True)
+        self._download(info, path)
+        return info.etag
+
+    def put_file(self, key: str, path: Path, replaces: str | None) -> str | None:
+        """Upload a file as the object, provided the object is still the one the file was made from.
+
+        A put is atomic (readers see the old or the new object), and conditional: it replaces
+        the object of ETag ``replaces``, or with ``replaces`` None creates one that must not
+        exist yet, so that a write by another run meanwhile is never overwritten.
+
+        Returns:
+            The new object's ETag; None where the object changed meanwhile (nothing was uploaded).
+        """
+        condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
+        try:
+            with path.open("rb") as body:
+                answer = self._call(
+                    self.describe(key),
+                    self.client.put_object,
+                    Key=self._full_key(key),
+                    Body=body,
+                    **condition,
+                )
+        except StoreError as error:
+            cause = error.__cause__
+            # 412: the object is not the one named; 409: another conditional write raced this one.
+            if isinstance(cause, botocore.exceptions.ClientError) and cause.response.get("Error", {}).get(
+                "Code"
+            ) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return None
+            raise
+        return answer["ETag"].strip('"')
+
     def local_path(self, key: str, companions: tuple[str, ...] = ()) -> Path:
         """The cached copy of the object (and its companions), downloaded if the cache lacks it.
 

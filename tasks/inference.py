@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from footprints.geo.chips import ChipPlan, TileFootprint, footprint_polygons, pl
 from footprints.geo.dedup import Candidates, deduplicate
 from footprints.geo.errors import InputError
 from footprints.geo.geopackage import write_buildings
-from footprints.geo.layouts import Tile, find_tiles
-from footprints.geo.raster import RasterInfo
+from footprints.geo.layouts import find_tiles
+from footprints.geo.outputs import RunOutput
 from footprints.geo.runs import RunRecord
 from footprints.geo.stores import S3Options, open_store
+from footprints.geo.tile_index import TileIndex
 from footprints.geo.vectorise import to_metric
 from footprints.models.registry import resolve_checkpoint
 
@@ -93,20 +93,17 @@ def load_model(path: str | None = None, method: str | None = None) -> Model:
 def plan_run(aoi: Aoi, source: str, s3: S3Options, chip_size: int, overlap: int) -> ChipPlan:
     """Find the tiles under the AOI (headers only, read in place) and lay the chip grid.
 
+    Headers come from the store's tile index where the tile's object is the one an earlier run
+    read (same ETag and size); only new or changed tiles' headers are read, and kept there.
+
     A tile that is not a readable raster is left out and named in ``ChipPlan.unreadable``: where
     it lies is unknown, and only the tiles under the AOI matter. A store that cannot be read
     fails the plan (StoreError), which Prefect tries again: nothing has been written yet.
     """
     tile_set = find_tiles(open_store(source, s3))
-
-    def header(tile: Tile) -> RasterInfo | InputError:
-        try:
-            return tile_set.info(tile)
-        except InputError as error:  # a broken file; a StoreError fails the plan, to be retried
-            return error
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        infos = list(pool.map(header, tile_set.tiles))
+    # Headers kept by earlier runs for the same object identities are not read again; a
+    # StoreError while reading the others fails the plan, to be retried.
+    infos = tile_set.headers(TileIndex.for_store(tile_set.store.uri))
     unreadable = {
         t.image_key: str(i) for t, i in zip(tile_set.tiles, infos, strict=True) if isinstance(i, InputError)
     }
@@ -284,9 +281,10 @@ def merge_buildings(
 
 @task(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
 def write_geopackage(
-    buildings: gpd.GeoDataFrame, aoi: Aoi, run: RunRecord, unread: gpd.GeoSeries | None = None
+    buildings: gpd.GeoDataFrame, aoi: Aoi, run: RunRecord, path: Path, unread: gpd.GeoSeries | None = None
 ) -> RunRecord:
-    """Write the buildings in the output CRS with their provenance, and the run's record.
+    """Write the buildings in the output CRS with their provenance, and the run's record, to
+    the GeoPackage file ``path`` (``run.out`` itself, or its working copy: geo/outputs.py).
 
     Earlier buildings that touch ``unread`` (the area of tiles this run could not read, in any
     CRS) are kept, as this run has nothing to replace them with.
@@ -299,7 +297,7 @@ def write_geopackage(
         buildings.to_crs(crs).assign(method=run.method, model_id=run.model_id, run_id=run.run_id)
     )
     kept = unread.to_crs(crs).union_all() if unread is not None else None
-    record = write_buildings(run.out, table, aoi.to_crs(crs), run, kept)
+    record = write_buildings(path, table, aoi.to_crs(crs), run, kept)
     log.info(
         "wrote %d buildings (%d in the file) to %s in %.1f s",
         record.buildings,
@@ -308,3 +306,17 @@ def write_geopackage(
         record.seconds["write"],
     )
     return record
+
+
+@task(retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
+def publish_output(output: RunOutput) -> bool:
+    """Make the written file the run's output (for S3, upload it whole; see geo/outputs.py).
+
+    Returns:
+        False where the S3 object changed while the run wrote: the run writes again into the
+        newer object, which ``output.path`` now holds.
+    """
+    if not output.publish():
+        log.warning("%s was written by another run meanwhile: writing into its new content", output.uri)
+        return False
+    return True

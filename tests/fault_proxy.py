@@ -86,6 +86,7 @@ class FaultProxy:
         self._requests: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._faulted_methods: Counter[str] = Counter()
+        self._log: list[tuple[str, str, str]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -111,6 +112,12 @@ class FaultProxy:
                 "faults": dict(self._faults),
                 "faulted": dict(self._faulted_methods),
             }
+
+    def requested(self) -> list[tuple[str, str, str]]:
+        """Every request received so far as (method, path with its query, Range header or ""),
+        in the order they arrived, failed ones included."""
+        with self._lock:
+            return list(self._log)
 
     def describe(self) -> str:
         """One line: the share asked for, and the requests and faults seen."""
@@ -160,6 +167,7 @@ class FaultProxy:
             seen = self._seen[signature]
             self._seen[signature] += 1
             self._requests[method] += 1
+            self._log.append((method, path, byte_range))
         digest = hashlib.sha256(f"{self.seed}|{signature}|{seen}".encode()).digest()
         chance = int.from_bytes(digest[:8], "big") / 2**64
         if chance >= self.share or (self.ranged_only and not byte_range):

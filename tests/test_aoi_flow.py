@@ -290,41 +290,6 @@ def test_qgis_opens_the_geopackage_with_its_style(
     assert warnings == []
 
 
-@pytest.mark.slow
-def test_deployment_with_a_cron_schedule_is_created_from_prefect_yaml(
-    prefect_api: str, tmp_path: Path
-) -> None:
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "FOOTPRINTS_HOME": str(ROOT)}
-    prefect = str(Path(sys.executable).parent / "prefect")
-    subprocess.run(
-        [prefect, "work-pool", "create", "footprints", "--type", "process", "--overwrite"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    done = subprocess.run(
-        [prefect, "--no-prompt", "deploy", "--all"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("aoi-footprints/nightly-aoi")
-    assert deployment.work_pool_name == "footprints"
-    assert deployment.entrypoint == "flows/aoi.py:aoi_flow"
-    assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
-    assert deployment.parameters["s3"] == {"unsigned": True}
-
-
 def test_cli_refuses_a_bad_aoi_up_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["-q", "run", "--aoi", "10,20,5,30", "--source", str(tmp_path), "--out", str(tmp_path / "x.gpkg")]

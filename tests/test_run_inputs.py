@@ -145,7 +145,9 @@ def test_outputs_that_cannot_be_written_or_are_not_ours_are_refused(
         folder: "is a folder; name the GeoPackage to write in it",
         tmp_path / "buildings.geojson": "the output is a GeoPackage: give it the .gpkg extension",
         a_file / "out.gpkg": f"cannot be created: {a_file} is a file, not a folder",
-        "s3://bucket/out.gpkg": "the output must be a local GeoPackage file, not a URL",
+        "s3://bucket/": "an S3 output is a GeoPackage object: s3://bucket/key.gpkg",
+        "s3://bucket/out.geojson": "an S3 output is a GeoPackage object: s3://bucket/key.gpkg",
+        "gs://bucket/out.gpkg": "the output must be a GeoPackage file or an s3://bucket/key.gpkg object",
         text: "exists but is not a readable GeoPackage (",
         read_only: "is read-only; make it writable (chmod u+w) or name another output",
         _other_tools_gpkg(tmp_path / "columns.gpkg"): (

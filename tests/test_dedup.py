@@ -192,7 +192,7 @@ def test_output_in_another_crs_keeps_areas_in_square_metres(
 ) -> None:
     area = read_aoi(SCENE_BBOX, CRS)
     out = tmp_path / "mercator.gpkg"
-    write_geopackage.fn(small_chips, area, run_record(out, "r1", "EPSG:3857"))
+    write_geopackage.fn(small_chips, area, run_record(out, "r1", "EPSG:3857"), out)
     written = gpd.read_file(out, layer="buildings", engine="pyogrio")
     assert written.crs.to_epsg() == 3857
     utm_areas = written.to_crs(CRS).area.to_numpy()
@@ -253,9 +253,9 @@ def test_earlier_buildings_where_a_tile_could_not_be_read_are_kept(
 ) -> None:
     area = read_aoi(SCENE_BBOX, CRS)
     out = tmp_path / "buildings.gpkg"
-    write_geopackage.fn(small_chips, area, run_record(out, "good", CRS))
+    write_geopackage.fn(small_chips, area, run_record(out, "good", CRS), out)
     unread = gpd.GeoSeries([corrupt_chips.attrs["unread"]], crs=corrupt_chips.crs)
-    write_geopackage.fn(corrupt_chips, area, run_record(out, "partial", CRS), unread)
+    write_geopackage.fn(corrupt_chips, area, run_record(out, "partial", CRS), out, unread)
 
     written = gpd.read_file(out, layer="buildings", engine="pyogrio")
     assert len(written) == len(scene_polygons())  # every building, each once

@@ -26,6 +26,9 @@ class RunOutput:
     Attributes:
         uri: The output as the user named it: a path or ``s3://bucket/key.gpkg``.
         path: The local file the run writes: the output itself, or its working copy.
+        store: The S3 store holding the object (None for a local file).
+        key: The object's key in ``store``.
+        etag: The ETag of the object ``path`` was copied from (None: there was none).
     """
 
     uri: str

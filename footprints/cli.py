@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import pandas as pd
 
@@ -368,5 +369,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cast(int, stopped.code)
 
 
+def command() -> NoReturn:
+    """The ``footprints`` executable: `main`, then exit with its status.
+
+    A run stopped by a signal has unwound when `main` returns (the flow run Crashed, the cluster
+    and the temporary server closed, nothing half-written), but the forward passes in flight were
+    not awaited, and their threads still run. The process leaves at once rather than finalise the
+    interpreter around them: waiting would take seconds, and torch aborts when its thread pools
+    are torn down under a running thread.
+    """
+    code = main()
+    if code > 128:  # 128 + the signal that stopped the run
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

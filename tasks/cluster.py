@@ -52,4 +52,13 @@ def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tu
         silence_logs=logging.ERROR,
     )
     with cluster:
-        yield cluster.scheduler_address, max(1, (os.cpu_count() or 1) // workers)
+        try:
+            yield cluster.scheduler_address, max(1, (os.cpu_count() or 1) // workers)
+        except (KeyboardInterrupt, SystemExit):
+            # The process is going away (the command line turns SIGTERM and SIGINT into
+            # SystemExit): the batches in flight are discarded, not awaited. Closing a worker
+            # waits for its forward pass by default, seconds on a busy machine; the thread is a
+            # daemon, and the command leaves without finalising around it (cli.command).
+            for worker in list(cluster.workers.values()):
+                cluster.sync(worker.close, executor_wait=False, reason="run-stopped")
+            raise

@@ -2,9 +2,10 @@
 
 PostgreSQL (Debian's server binaries; .ci/run installs them), a Prefect server on it, a Prefect
 process worker polling the ``footprints`` pool, a Dask scheduler with a CPU worker and a worker
-offering ``GPU=1``, and an S3 API (the session's moto server). The test deploys prefect.yaml as an
-operator would (`prefect deploy --all`), triggers the nightly deployment with `prefect deployment
-run`, and waits for the worker to run it: tiles from S3, the GeoPackage uploaded to S3.
+offering ``GPU=1``, and an S3 API (the session's moto server). The Prefect part is started with
+the README's deployment block as written, which also deploys prefect.yaml; the test triggers the
+nightly deployment with `prefect deployment run` and waits for the worker to run it: tiles from
+S3, the GeoPackage uploaded to S3.
 
 Nothing waits on a start-up clock: each wait ends when the component answers, or fails at once
 when its process exits. A ceiling far above any wait measured here only keeps a hung component
@@ -32,6 +33,7 @@ import geopandas as gpd
 import httpx
 import pytest
 import shapely
+from readme_commands import block
 
 from footprints.geo.layouts import find_tiles
 from footprints.geo.scoring import score_footprints
@@ -179,21 +181,15 @@ def stack(s3_endpoint: str) -> Iterator[Running]:
         startup["postgres"] = time.monotonic() - clock
 
         base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        port = _free_port()
         base |= {
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "PREFECT_HOME": str(data / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "FOOTPRINTS_CACHE": str(data / "cache"),
             "FOOTPRINTS_HOME": str(ROOT),
         }
-        port = _free_port()
-        server_env = base | {"PREFECT_API_DATABASE_CONNECTION_URL": database, "PREFECT_UI_ENABLED": "false"}
-        running.start(
-            "prefect-server",
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-            server_env,
-        )
         api = f"http://127.0.0.1:{port}/api"
-        startup["prefect server"] = running.wait_for("the Prefect server", _answers(f"{api}/health"))
         env = base | {"PREFECT_API_URL": api}
 
         scheduler_port = _free_port()
@@ -226,16 +222,32 @@ def stack(s3_endpoint: str) -> Iterator[Running]:
         startup["dask"] = time.monotonic() - clock
         gpu = next(a for a, w in workers.items() if w.get("resources", {}).get("GPU"))
 
-        prefect = str(BIN / "prefect")
-        subprocess.run(
-            [prefect, "work-pool", "create", "footprints", "--type", "process", "--overwrite"],
-            env=env, cwd=ROOT, check=True, capture_output=True,
-        )  # fmt: skip
-        # Polls every second rather than Prefect's 10, so that the run starts soon after it is asked for.
+        # The README's deployment block, as written, in its order. The environment puts the server
+        # on a free port, on PostgreSQL and without its UI, and points the other commands at it
+        # (a variable outranks the profile's `prefect config set`). `bash -c` execs a simple
+        # command in place, so that stopping the process stops the command itself.
+        server_env = base | {
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
+            "PREFECT_SERVER_UI_ENABLED": "false",
+        }
+        # The worker polls every second rather than Prefect's 10, so that a run starts soon.
         worker_env = env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}
-        running.start(
-            "prefect-worker", [prefect, "worker", "start", "--pool", "footprints"], worker_env, cwd=data
-        )
+        for command in block("Deployments").commands:
+            shell = ["bash", "-c", command]
+            clock = time.monotonic()
+            if " server start" in command:
+                running.start("prefect-server", shell, server_env, cwd=ROOT)
+                startup["prefect server"] = running.wait_for("the Prefect server", _answers(f"{api}/health"))
+            elif " worker start" in command:
+                running.start("prefect-worker", shell, worker_env, cwd=ROOT)
+            else:
+                done = subprocess.run(shell, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+                assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+                if " deploy " in command:
+                    startup["deploy"] = time.monotonic() - clock
+        assert set(running.processes) >= {"prefect-server", "prefect-worker"}
 
         bucket = "stack"
         boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -256,9 +268,6 @@ def _prefect(stack: Running, *args: str) -> str:
 
 
 def test_the_worker_runs_the_nightly_deployment_end_to_end(stack: Running, s3_endpoint: str) -> None:
-    clock = time.monotonic()
-    _prefect(stack, "--no-prompt", "deploy", "--all")
-    deployed = time.monotonic() - clock
     from prefect.client.orchestration import SyncPrefectClient
 
     with SyncPrefectClient(stack.api) as client:
@@ -303,7 +312,7 @@ def test_the_worker_runs_the_nightly_deployment_end_to_end(stack: Running, s3_en
     stack.processes.wait_for("the flow run's last log lines", summary_logged)
     print(
         f"start-up {', '.join(f'{k} {v:.1f} s' for k, v in stack.startup_s.items())}; "
-        f"deploy {deployed:.1f} s; flow run {took:.1f} s from `prefect deployment run` to {state['type']}"
+        f"flow run {took:.1f} s from `prefect deployment run` to {state['type']}"
     )
     assert state["type"] == "COMPLETED", "\n".join(messages[-30:])
 

@@ -1,4 +1,4 @@
-"""Training flows: split the tiles, train with per-epoch validation, evaluate the best checkpoint."""
+"""Training flows: split the data, train with per-epoch validation, evaluate the best checkpoint."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from typing import Any
 import torch
 from prefect import flow
 
+from footprints.geo.errors import InputError
 from footprints.geo.stores import S3Options
+from footprints.models.cityscapes import check_classes
+from footprints.models.registry import get_method
 from footprints.models.training import TrainConfig
-from footprints.tasks.training import evaluate_checkpoint, split, train_model
+from footprints.tasks.training import (
+    evaluate_checkpoint,
+    evaluate_checkpoint_cityscapes,
+    split,
+    train_cityscapes,
+    train_model,
+)
 
 
 @flow(name="train", log_prints=True)
@@ -21,11 +30,16 @@ def train_flow(
     sources: list[str],
     out: str,
     train_only: list[str] | None = None,
+    dataset: str = "spacenet",
+    classes: list[str] | None = None,
+    splits: tuple[str, str] = ("train", "val"),
     epochs: int = 20,
     steps_per_epoch: int = 100,
     batch_size: int = 8,
     chip: int = 256,
-    lr: float = 2e-3,
+    lr: float | None = None,
+    finetune_epochs: int = 0,
+    finetune_chip: int = 512,
     val_fraction: float = 0.2,
     seed: int = 0,
     resume: bool = False,
@@ -33,20 +47,27 @@ def train_flow(
     s3: S3Options = S3Options(),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train one method on SpaceNet-layout data from folders or S3 prefixes.
+    """Train one method on SpaceNet-layout data (folders or S3 prefixes) or on Cityscapes.
 
     Args:
-        method: A method name (``vec2instance``).
-        sources: Folders or ``s3://`` prefixes of tiles with labels, in any layout geo.layouts reads.
+        method: A method name (``vec2instance``, ``spatial-embeddings``).
+        sources: For SpaceNet: folders or ``s3://`` prefixes of tiles with labels, in any layout
+            geo.layouts reads. For Cityscapes: one folder, the root of leftImg8bit/ and gtFine/.
         out: Path of the best checkpoint; the resumable state goes beside it (``*.last.pt``) and the
             validation report to ``*.json``.
-        train_only: More sources, used for training only (not validated on).
-        epochs: Epochs, each validated with the SpaceNet F1.
+        train_only: More SpaceNet sources, used for training only (not validated on).
+        dataset: ``spacenet`` (validated with the SpaceNet F1) or ``cityscapes`` (the official AP).
+        classes: Cityscapes classes to learn (e.g. ``["car", "person"]``).
+        splits: Cityscapes splits to train and validate on.
+        epochs: Epochs, each validated.
         steps_per_epoch: Optimiser steps per epoch.
         batch_size: Chips per step.
         chip: Training chip side.
-        lr: Peak learning rate.
-        val_fraction: Share of each source's tiles held out for validation.
+        lr: Peak learning rate; None for the method's own (its recipe).
+        finetune_epochs: Epochs of a fine-tune stage after ``epochs``, on ``finetune_chip``
+            chips with batch-norm statistics frozen.
+        finetune_chip: Chip side of the fine-tune stage.
+        val_fraction: Share of each SpaceNet source's tiles held out for validation.
         seed: Seed of the split, the sampling and the initial weights.
         resume: Continue an interrupted run from its last epoch.
         architecture: Architecture settings of the method (see its Config class).
@@ -55,21 +76,42 @@ def train_flow(
 
     Returns:
         The per-epoch history and the best checkpoint's validation scores.
+
+    Raises:
+        InputError: An unknown dataset, or Cityscapes without classes or with more than one root.
     """
     torch.manual_seed(seed)
+    entry = get_method(method)
+    given = {"lr": lr} if lr is not None else {}
     config = replace(
         TrainConfig(),
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        batch_size=batch_size,
-        chip=chip,
-        lr=lr,
-        seed=seed,
+        **{
+            **entry.recipe,
+            **given,
+            "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": batch_size,
+            "chip": chip,
+            "finetune_epochs": finetune_epochs,
+            "finetune_chip": finetune_chip,
+            "seed": seed,
+        },
     )
     out_path = Path(out)
-    refs = split(sources, train_only or [], s3, val_fraction, seed)
-    history = train_model(method, architecture or {}, refs, s3, config, out_path, resume, progress)
-    report = evaluate_checkpoint(out_path, refs["val"], s3)
+    if dataset == "cityscapes":
+        if len(sources) != 1:
+            raise InputError(", ".join(sources), "Cityscapes training takes one root folder")
+        names = check_classes(classes or [])
+        # Cityscapes has no ground size: the minimum instance size is in pixels (the paper's 128).
+        settings = {"classes": list(names), "pixel_size_m": 1.0, "min_area_m2": 128.0, **(architecture or {})}
+        history = train_cityscapes(method, settings, sources[0], splits, config, out_path, resume, progress)
+        report = evaluate_checkpoint_cityscapes(out_path, sources[0], splits[1])
+    elif dataset == "spacenet":
+        refs = split(sources, train_only or [], s3, val_fraction, seed)
+        history = train_model(method, architecture or {}, refs, s3, config, out_path, resume, progress)
+        report = evaluate_checkpoint(out_path, refs["val"], s3)
+    else:
+        raise InputError(dataset, "unknown dataset; known: spacenet, cityscapes")
     summary = {"history": history, "validation": report}
     out_path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import fields
@@ -28,6 +30,7 @@ from footprints.geo.runs import DEFAULTS
 from footprints.geo.scoring import ScoreReport, read_polygon_table, score
 from footprints.geo.stores import S3Options, open_store
 from footprints.models.registry import METHODS
+from footprints.models.training import TrainConfig
 
 MAX_SYNTH_TILES = 10_000
 
@@ -38,6 +41,19 @@ def _add_s3_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--region", help="bucket region")
     group.add_argument("--profile", help="AWS profile name")
     group.add_argument("--unsigned", action="store_true", help="anonymous requests (public buckets)")
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """--dataset, and where Cityscapes data is."""
+    parser.add_argument(
+        "--dataset",
+        choices=("spacenet", "cityscapes"),
+        default="spacenet",
+        help="spacenet: tiles named by --data, scored with the SpaceNet F1; cityscapes: the "
+        "Cityscapes layout under --root, scored with the official AP (default spacenet)",
+    )
+    parser.add_argument("--root", help="Cityscapes: the folder holding leftImg8bit/ and gtFine/")
+    parser.add_argument("--val-split", default="val", help="Cityscapes split to validate on (default val)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -192,17 +208,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from footprints.flows.api_server import prefect_api
     from footprints.flows.training import train_flow
 
+    cityscapes = args.dataset == "cityscapes"
+    if cityscapes and not (args.root and args.classes):
+        raise InputError("--dataset cityscapes", "needs --root DIR and --classes car,person,...")
+    if not cityscapes and not args.data:
+        raise InputError("--data", "name at least one folder or s3:// prefix of labelled tiles")
     with prefect_api():
         summary = train_flow(
             args.method,
-            args.data,
+            [args.root] if cityscapes else args.data,
             args.out,
             train_only=args.train_only,
+            dataset=args.dataset,
+            classes=args.classes.split(",") if args.classes else None,
+            splits=(args.train_split, args.val_split),
             epochs=args.epochs,
             steps_per_epoch=args.steps,
             batch_size=args.batch_size,
             chip=args.chip,
             lr=args.lr,
+            finetune_epochs=args.finetune_epochs,
+            finetune_chip=args.finetune_chip,
             val_fraction=args.val_fraction,
             seed=args.seed,
             resume=args.resume,
@@ -210,8 +236,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             s3=_s3_options(args),
             progress=not args.quiet,
         )
-    best = max(summary["history"], key=lambda h: h["val_f1"])
-    print(f"best validation F1 {best['val_f1']:.4f} at epoch {best['epoch']}; model saved to {args.out}")
+    metric = "AP" if cityscapes else "F1"
+    best = max(summary["history"], key=lambda h: h["val_score"])
+    score, epoch = best["val_score"], best["epoch"]
+    print(f"best validation {metric} {score:.4f} at epoch {epoch}; model saved to {args.out}")
     return 0
 
 
@@ -221,7 +249,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from footprints.tasks.evaluation import eval_tiles, evaluate
     from footprints.tasks.tiles import TileRef, open_sources
 
-    segmenter = load_segmenter(resolve_checkpoint(args.model, args.method)[0])
+    source, record = resolve_checkpoint(args.model, args.method)
+    segmenter = load_segmenter(source)
+    if args.dataset == "cityscapes":
+        return _eval_cityscapes(args, segmenter, record)
+    if not args.data:
+        raise InputError("--data", "name at least one folder or s3:// prefix of labelled tiles")
     s3 = _s3_options(args)
     refs = [TileRef(src, t.image_key) for src, ts in open_sources(args.data, s3).items() for t in ts.tiles]
     report = evaluate(segmenter, eval_tiles(refs, s3), progress=not args.quiet)
@@ -230,6 +263,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print_report(report)
     return 0
+
+
+def _eval_cityscapes(args: argparse.Namespace, segmenter: Any, record: dict[str, Any]) -> int:
+    """Score a model on Cityscapes with the official evaluator; print AP and AP50 per class."""
+    from footprints.models.cityscapes import find_frames
+    from footprints.tasks.evaluation import evaluate_cityscapes
+
+    if not args.root:
+        raise InputError("--dataset cityscapes", "needs --root DIR, the folder of leftImg8bit/ and gtFine/")
+    classes = record["config"].get("classes", [])
+    frames = find_frames(args.root, args.val_split)
+    work = Path(args.predictions) if args.predictions else Path(tempfile.mkdtemp(prefix="cityscapes-"))
+    report = evaluate_cityscapes(segmenter, frames, classes, work, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(f"Cityscapes instance AP, official evaluator, {len(frames)} frames of {args.val_split}")
+    print(f"{'class':<12} {'AP':>7} {'AP50':>7}")
+    for name, scores in report.classes.items():
+        print(f"{name:<12} {_ap(scores['ap']):>7} {_ap(scores['ap50']):>7}")
+    print(f"{'mean':<12} {_ap(report.ap):>7} {_ap(report.ap50):>7}")
+    print(f"predictions in Cityscapes' format: {work}")
+    return 0
+
+
+def _ap(value: float) -> str:
+    """AP as a table cell; a class without ground truth has none."""
+    return "-" if math.isnan(value) else f"{value:.3f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,16 +326,28 @@ def build_parser() -> argparse.ArgumentParser:
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
     for entry in (m for m in METHODS.values() if m.trainable):
         one = methods.add_parser(entry.name, help=entry.summary)
-        one.add_argument(
-            "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
-        )
+        one.add_argument("--data", action="append", help="folder or s3:// prefix; repeat for more")
         one.add_argument("--train-only", action="append", default=[], help="source used for training only")
+        _add_dataset_options(one)
+        one.add_argument(
+            "--train-split", default="train", help="Cityscapes split to train on (default train)"
+        )
+        one.add_argument("--classes", help="Cityscapes classes to learn, comma-separated (car,person,...)")
         one.add_argument("--out", required=True, help="path of the best checkpoint (.pt)")
         one.add_argument("--epochs", type=int, default=20)
         one.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
         one.add_argument("--batch-size", type=int, default=8)
         one.add_argument("--chip", type=int, default=256, help="training chip side, a multiple of 32")
-        one.add_argument("--lr", type=float, default=2e-3)
+        one.add_argument(
+            "--lr", type=float, help=f"peak learning rate (default {entry.recipe.get('lr', TrainConfig.lr)})"
+        )
+        one.add_argument(
+            "--finetune-epochs",
+            type=int,
+            default=0,
+            help="epochs of a fine-tune stage on larger chips with batch-norm statistics frozen",
+        )
+        one.add_argument("--finetune-chip", type=int, default=512, help="chip side of the fine-tune stage")
         one.add_argument("--val-fraction", type=float, default=0.2, help="share of tiles held out")
         one.add_argument("--seed", type=int, default=0)
         one.add_argument(
@@ -289,11 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         _add_s3_options(one)
         one.set_defaults(run=cmd_train)
 
-    evaluate = commands.add_parser("eval", help="SpaceNet F1 of a model on labelled tiles")
-    _add_model_options(evaluate)
-    evaluate.add_argument(
-        "--data", action="append", required=True, help="folder or s3:// prefix; repeat for more"
+    evaluate = commands.add_parser(
+        "eval", help="SpaceNet F1 of a model on labelled tiles, or its official Cityscapes AP"
     )
+    _add_model_options(evaluate)
+    evaluate.add_argument("--data", action="append", help="folder or s3:// prefix; repeat for more")
+    _add_dataset_options(evaluate)
+    evaluate.add_argument("--predictions", help="Cityscapes: folder to keep the predictions in")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_s3_options(evaluate)
     evaluate.set_defaults(run=cmd_eval)

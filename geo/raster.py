@@ -6,10 +6,12 @@ and skipped without a traceback from deep inside GDAL as the only message.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
@@ -38,6 +40,34 @@ class RasterInfo:
         left, top = self.transform @ (0, 0)
         right, bottom = self.transform @ (self.width, self.height)
         return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def ground_pixel_size(
+    transform: Affine, crs: CRS | pyproj.CRS | None, col: float = 0.0, row: float = 0.0
+) -> float | None:
+    """The ground size of a pixel in metres: the side of a square of the pixel's area.
+
+    Args:
+        transform: Pixel-to-map transform.
+        crs: The map's CRS; None or an empty one gives None.
+        col: Column of the pixel (the size varies over a geographic grid).
+        row: Row of the pixel.
+
+    Returns:
+        Metres, or None where the CRS does not say.
+    """
+    if crs is None or not crs.to_wkt():
+        return None
+    crs = pyproj.CRS.from_user_input(crs)  # rasterio's or pyproj's
+    if crs.is_geographic:
+        geod = pyproj.Geod(ellps="WGS84")
+        x0, y0 = transform @ (col, row)
+        x1, y1 = transform @ (col + 1, row)
+        x2, y2 = transform @ (col, row + 1)
+        width = geod.inv(x0, y0, x1, y1)[2]
+        height = geod.inv(x0, y0, x2, y2)[2]
+        return math.sqrt(width * height)
+    return math.sqrt(abs(transform.determinant)) * crs.axis_info[0].unit_conversion_factor
 
 
 def local_gdal() -> rasterio.Env:

@@ -48,9 +48,18 @@ class ChipSampler:
         chip: Side of the chips, a multiple of 32.
         augmentation: The random changes.
         seed: Seed of the sampler's own generator (nothing global is touched).
+        centred: Centre each chip near a random object's pixel (Cityscapes frames, where objects
+            are small and sparse) rather than anywhere.
     """
 
-    def __init__(self, tiles: list[LabelledTile], chip: int, augmentation: Augmentation, seed: int) -> None:
+    def __init__(
+        self,
+        tiles: list[LabelledTile],
+        chip: int,
+        augmentation: Augmentation,
+        seed: int,
+        centred: bool = False,
+    ) -> None:
         if not tiles:
             raise ValueError("no tiles to sample chips from")
         self.tiles = tiles
@@ -59,6 +68,7 @@ class ChipSampler:
         self.rng = np.random.default_rng(seed)
         areas = np.array([t.ids.size for t in tiles], dtype=float)
         self.weights = areas / areas.sum()
+        self.centred = centred
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (size, 3, chip, chip) float32, ids (size, chip, chip) int64)."""
@@ -71,8 +81,15 @@ class ChipSampler:
         scale = math.exp(rng.uniform(math.log(aug.scale[0]), math.log(aug.scale[1])))
         source = max(8, round(self.chip / scale))
         rows, cols = tile.ids.shape
-        top = rng.integers(min(0, rows - source), max(0, rows - source) + 1)
-        left = rng.integers(min(0, cols - source), max(0, cols - source) + 1)
+        objects = np.flatnonzero(tile.ids) if self.centred else np.empty(0)
+        if objects.size:
+            # Near, not on: the object lands anywhere in the middle half of the chip.
+            row, col = divmod(int(objects[rng.integers(objects.size)]), cols)
+            top = row - source // 2 + int(rng.integers(-(source // 4), source // 4 + 1))
+            left = col - source // 2 + int(rng.integers(-(source // 4), source // 4 + 1))
+        else:
+            top = rng.integers(min(0, rows - source), max(0, rows - source) + 1)
+            left = rng.integers(min(0, cols - source), max(0, cols - source) + 1)
         image, ids = _window(tile, int(top), int(left), source)
         image_t = torch.from_numpy(image)[None]
         ids_t = torch.from_numpy(ids.astype(np.int64))[None, None].float()

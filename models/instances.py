@@ -30,12 +30,14 @@ class Instance:
         row: Chip row of the crop's top-left pixel.
         col: Chip column of the crop's top-left pixel.
         score: Confidence in [0, 1].
+        label: Index of its class in the method's classes (0 for methods of buildings alone).
     """
 
     mask: np.ndarray
     row: int
     col: int
     score: float
+    label: int = 0
 
 
 class InstanceSegmenter(Protocol):
@@ -46,11 +48,13 @@ class InstanceSegmenter(Protocol):
         """Where the model runs."""
         ...
 
-    def predict(self, chips: torch.Tensor) -> list[list[Instance]]:
+    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
         """Segment the buildings of a batch of chips.
 
         Args:
             chips: (batch, 3, rows, cols) float tensor, bands normalised to [0, 1].
+            pixel_size: Ground size of a pixel in metres, where known, for methods whose
+                settings are metric (others ignore it).
 
         Returns:
             Per chip, its instances in descending score.

@@ -7,7 +7,7 @@ Adding a method is one module (its config, model and segmenter) and one `registe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from footprints.geo.errors import InputError, first_line
 
 from .checkpoint import checkpoint_bytes, load_checkpoint
 from .instances import InstanceSegmenter
+from .spatial_embeddings import SpatialEmbeddingsConfig, SpatialEmbeddingsModel, SpatialEmbeddingsSegmenter
 from .threshold import ThresholdConfig, ThresholdModel, ThresholdSegmenter
 from .vec2instance import Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter
 
@@ -40,6 +41,8 @@ class Method:
         segmenter: Wraps a model for inference, on a device (None: CUDA when present).
         losses: The training losses of a batch; None for a method with nothing to train.
         checkpoint: The trained model that ships with the project, if any.
+        recipe: The method's own training settings (TrainConfig fields: optimiser, schedule,
+            learning rate), which a user's settings override.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Method:
     segmenter: Callable[[Any, torch.device | None], InstanceSegmenter]
     losses: Losses | None = None
     checkpoint: Path | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trainable(self) -> bool:
@@ -74,6 +78,18 @@ register(
         Vec2InstanceSegmenter,
         losses=Vec2InstanceModel.losses,
         checkpoint=WEIGHTS / "vec2instance-default.pt",
+    )
+)
+register(
+    Method(
+        "spatial-embeddings",
+        "spatial embeddings with a learned clustering bandwidth (ERFNet, seed-driven clustering)",
+        SpatialEmbeddingsConfig,
+        SpatialEmbeddingsModel,
+        SpatialEmbeddingsSegmenter,
+        losses=SpatialEmbeddingsModel.losses,
+        # The paper's: Adam, lr 5e-4, weight decay 1e-4, polynomial decay with power 0.9.
+        recipe={"optimiser": "adam", "schedule": "poly", "lr": 5e-4, "weight_decay": 1e-4},
     )
 )
 register(

@@ -51,8 +51,11 @@ class ThresholdSegmenter:
         """The CPU: thresholding gains nothing from a GPU."""
         return torch.device("cpu")
 
-    def predict(self, chips: torch.Tensor) -> list[list[Instance]]:
-        """Segment the buildings of a batch of chips (see models.instances.InstanceSegmenter)."""
+    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
+        """Segment the buildings of a batch of chips (see models.instances.InstanceSegmenter).
+
+        Its settings are in pixels, so ``pixel_size`` is not used.
+        """
         found = []
         for chip in chips.cpu().numpy():
             labels, scores = bright_regions(chip.mean(axis=0), min_pixels=self.config.min_pixels)

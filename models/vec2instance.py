@@ -248,8 +248,11 @@ class Vec2InstanceSegmenter:
         return self._device
 
     @torch.inference_mode()
-    def predict(self, chips: torch.Tensor) -> list[list[Instance]]:
-        """Segment the buildings of a batch of chips (see models.instances.InstanceSegmenter)."""
+    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
+        """Segment the buildings of a batch of chips (see models.instances.InstanceSegmenter).
+
+        Its settings are in pixels, so ``pixel_size`` is not used.
+        """
         cfg = self.config
         batch_size, _, rows, cols = chips.shape
         multiple = UNet.multiple

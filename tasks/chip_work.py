@@ -25,6 +25,7 @@ from distributed import Worker, WorkerPlugin, get_worker
 from pyproj import CRS
 
 from footprints.geo.chips import Chip, ChipPlan, Limits, TileFootprint, read_chip, tile_limits
+from footprints.geo.raster import ground_pixel_size
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.stores import S3Options, TileStore, open_store
 from footprints.geo.vectorise import masks_to_polygons, tidy_outlines, to_metric
@@ -200,8 +201,10 @@ def segment_batch(plugin: str, plan: ChipPlan, chip_ids: list[int], vectorising:
         return result
 
     started = time.perf_counter()
+    # The grid is metric or nearly so over a batch: one pixel size serves all of its chips.
+    pixel_size = ground_pixel_size(plan.grid.transform, plan.grid.crs, chips[0].col, chips[0].row)
     with torch.inference_mode():
-        found = model.segmenter.predict(torch.from_numpy(np.stack(images)))
+        found = model.segmenter.predict(torch.from_numpy(np.stack(images)), pixel_size)
     result.seconds["model"] = time.perf_counter() - started
 
     started = time.perf_counter()

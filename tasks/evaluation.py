@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -11,9 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from footprints.geo.layouts import Tile, TileSet
+from footprints.geo.raster import ground_pixel_size
 from footprints.geo.scoring import ScoreReport, score
 from footprints.geo.stores import S3Options
 from footprints.geo.vectorise import masks_to_polygons
+from footprints.models.cityscapes import Frame, read_frame, write_predictions
+from footprints.models.cityscapes_eval import CityscapesAP, evaluate_instances
 from footprints.models.instances import InstanceSegmenter
 
 from .tiles import TileRef, open_sources, read_each, read_model_input
@@ -21,28 +26,37 @@ from .tiles import TileRef, open_sources, read_each, read_model_input
 
 @dataclass(frozen=True)
 class EvalTile:
-    """A tile to evaluate on: model input and truth polygons in its pixel coordinates."""
+    """A tile to evaluate on: model input, truth polygons in its pixel coordinates, and the ground
+    size of its pixels in metres (None where its CRS does not say)."""
 
     image_id: str
     aoi: str
     image: np.ndarray
     truth: np.ndarray
+    pixel_size: float | None = None
 
 
 def eval_tiles(refs: list[TileRef], s3: S3Options = S3Options()) -> list[EvalTile]:
     """Model input and truth polygons of tiles, read once for repeated evaluation (bad tiles skipped)."""
 
     def read(tile_set: TileSet, tile: Tile) -> EvalTile:
+        info = tile_set.info(tile)
         return EvalTile(
-            tile.image_id, tile.aoi, read_model_input(tile_set, tile), tile_set.pixel_labels(tile)
+            tile.image_id,
+            tile.aoi,
+            read_model_input(tile_set, tile),
+            tile_set.pixel_labels(tile),
+            ground_pixel_size(info.transform, info.crs),
         )
 
     return read_each(refs, open_sources(sorted({r.source for r in refs}), s3), read)
 
 
-def predict_polygons(segmenter: InstanceSegmenter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_polygons(
+    segmenter: InstanceSegmenter, image: np.ndarray, pixel_size: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Building polygons (pixel coordinates) and scores of one tile."""
-    instances = segmenter.predict(torch.from_numpy(image)[None])[0]
+    instances = segmenter.predict(torch.from_numpy(image)[None], pixel_size)[0]
     return masks_to_polygons(instances), np.array([i.score for i in instances])
 
 
@@ -59,7 +73,7 @@ def evaluate(segmenter: InstanceSegmenter, tiles: Iterable[EvalTile], progress: 
     """
     truth_rows, proposal_rows = [], []
     for tile in tqdm(list(tiles), desc="evaluate", disable=not progress):
-        polygons, scores = predict_polygons(segmenter, tile.image)
+        polygons, scores = predict_polygons(segmenter, tile.image, tile.pixel_size)
         truth_rows += [(tile.image_id, tile.aoi, g) for g in tile.truth] or [(tile.image_id, tile.aoi, None)]
         proposal_rows += [(tile.image_id, g, s) for g, s in zip(polygons, scores, strict=True)]
     truth = gpd.GeoDataFrame(truth_rows, columns=["image_id", "aoi", "geometry"], geometry="geometry")
@@ -67,3 +81,32 @@ def evaluate(segmenter: InstanceSegmenter, tiles: Iterable[EvalTile], progress: 
         proposal_rows, columns=["image_id", "geometry", "confidence"], geometry="geometry"
     )
     return score(truth, proposals)
+
+
+def evaluate_cityscapes(
+    segmenter: InstanceSegmenter,
+    frames: Sequence[Frame],
+    classes: Sequence[str],
+    work: Path,
+    progress: bool = False,
+) -> CityscapesAP:
+    """Official Cityscapes instance AP of a segmenter on frames.
+
+    Args:
+        segmenter: A trained method whose classes are ``classes``.
+        frames: Frames with ground truth.
+        classes: The segmenter's classes, in the order of its instances' labels.
+        work: Folder for the predictions in Cityscapes' format (emptied first).
+        progress: Show a progress bar.
+
+    Returns:
+        AP and AP50 per class of ``classes`` and their means.
+    """
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    listings = []
+    for frame in tqdm(list(frames), desc="evaluate", disable=not progress):
+        image = read_frame(frame, classes).image
+        instances = segmenter.predict(torch.from_numpy(image)[None])[0]
+        listings.append(write_predictions(work, frame, instances, classes, image.shape[1:]))
+    return evaluate_instances(listings, [f.instances for f in frames], work, classes)

@@ -1,4 +1,7 @@
-"""Prefect tasks of the training flows: split the tiles, train, evaluate the best checkpoint."""
+"""Prefect tasks of the training flows: split the tiles, train, evaluate the best checkpoint.
+
+SpaceNet-layout sources are validated with the SpaceNet F1, Cityscapes with the official AP.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ from prefect import task
 from prefect.runtime import task_run
 
 from footprints.geo.stores import S3Options
-from footprints.models.data import ChipSampler
+from footprints.models.checkpoint import load_checkpoint
+from footprints.models.cityscapes import find_frames, read_frame
+from footprints.models.data import ChipSampler, LabelledTile
 from footprints.models.registry import build_model, get_method, load_segmenter
 from footprints.models.training import TrainConfig, train
 
-from .evaluation import eval_tiles, evaluate
+from .evaluation import eval_tiles, evaluate, evaluate_cityscapes
 from .tiles import TileRef, open_sources, read_each, read_labelled_tile, split_tiles
 
 log = logging.getLogger(__name__)
@@ -51,25 +56,78 @@ def train_model(
 
     A retry resumes from the last epoch's checkpoint, so a failure costs at most one epoch.
     """
-    resume = resume or task_run.run_count > 1
     tile_sets = open_sources(sorted({r.source for r in split_refs["train"]}), s3)
     labelled = read_each(split_refs["train"], tile_sets, read_labelled_tile)
     val = eval_tiles(split_refs["val"], s3)
     entry = get_method(method)
-    model = build_model(method, architecture)
-    sampler = ChipSampler(labelled, config.chip, config.augmentation, config.seed)
 
     def validate(trained: Any) -> float:
         return evaluate(entry.segmenter(trained, None), val).overall["f1"] if val else 0.0
 
-    extra = {
-        "data": {
-            "train": [asdict(r) for r in split_refs["train"]],
-            "val": [asdict(r) for r in split_refs["val"]],
-        }
-    }
+    data = {"train": [asdict(r) for r in split_refs["train"]], "val": [asdict(r) for r in split_refs["val"]]}
+    return _train(method, architecture, labelled, validate, "F1", config, out, resume, progress, data)
+
+
+@task(name="train-model-cityscapes", retries=1, retry_delay_seconds=5)
+def train_cityscapes(
+    method: str,
+    architecture: dict[str, Any],
+    root: str,
+    splits: tuple[str, str],
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Train on the Cityscapes frames of one split, validating with the official AP on another.
+
+    Chips are centred near objects (they are small and sparse in street scenes). A retry
+    resumes from the last epoch's checkpoint.
+    """
+    classes = architecture["classes"]
+    train_frames, val_frames = (find_frames(root, split) for split in splits)
+    labelled = [read_frame(frame, classes) for frame in train_frames]
+    entry = get_method(method)
+    work = out.with_name(out.stem + ".cityscapes")
+
+    def validate(trained: Any) -> float:
+        return evaluate_cityscapes(entry.segmenter(trained, None), val_frames, classes, work).ap
+
+    data = {"root": root, "train": splits[0], "val": splits[1], "classes": list(classes)}
+    return _train(
+        method, architecture, labelled, validate, "AP", config, out, resume, progress, data, centred=True
+    )
+
+
+def _train(
+    method: str,
+    architecture: dict[str, Any],
+    labelled: list[LabelledTile],
+    validate: Any,
+    metric: str,
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    data: dict[str, Any],
+    centred: bool = False,
+) -> list[dict[str, Any]]:
+    """Build the model and the chip sampler and run the training loop; a task retry resumes."""
+    resume = resume or task_run.run_count > 1
+    entry = get_method(method)
+    model = build_model(method, architecture)
+    sampler = ChipSampler(labelled, config.chip, config.augmentation, config.seed, centred=centred)
     history = train(
-        model, entry, sampler, config, validate, out, resume=resume, progress=progress, extra=extra
+        model,
+        entry,
+        sampler,
+        config,
+        validate,
+        out,
+        metric=metric,
+        resume=resume,
+        progress=progress,
+        extra={"data": data},
     )
     return [asdict(h) for h in history]
 
@@ -78,3 +136,11 @@ def train_model(
 def evaluate_checkpoint(out: Path, refs: list[TileRef], s3: S3Options) -> dict[str, Any]:
     """Scores of the best checkpoint on the validation tiles."""
     return evaluate(load_segmenter(out), eval_tiles(refs, s3)).to_dict()
+
+
+@task(name="evaluate-checkpoint-cityscapes")
+def evaluate_checkpoint_cityscapes(out: Path, root: str, split: str) -> dict[str, Any]:
+    """Official Cityscapes AP of the best checkpoint on a split."""
+    work = out.with_name(out.stem + ".cityscapes")
+    classes = load_checkpoint(out)["config"]["classes"]
+    return evaluate_cityscapes(load_segmenter(out), find_frames(root, split), classes, work).to_dict()

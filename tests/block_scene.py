@@ -134,7 +134,7 @@ class BlockSegmenter:
     def __init__(self, model: BlockNet, device: torch.device | None = None) -> None:
         BlockSegmenter.loads += 1
 
-    def predict(self, chips: torch.Tensor) -> list[list[Instance]]:
+    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
         """Per chip, its bright components."""
         BlockSegmenter.chips += len(chips)
         time.sleep(float(os.environ.get("BLOCKS_SECONDS_PER_BATCH", "0")))

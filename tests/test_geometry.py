@@ -42,7 +42,7 @@ from footprints.geo.chips import (
     tile_limits,
 )
 from footprints.geo.geopackage import write_buildings
-from footprints.geo.raster import RasterInfo, raster_info
+from footprints.geo.raster import RasterInfo, ground_pixel_size, raster_info
 from footprints.geo.runs import RunRecord, RunSettings
 
 UTM_ZONES = ("EPSG:32611", "EPSG:32633", "EPSG:32755")
@@ -581,3 +581,17 @@ def test_the_runs_layer_has_one_row_per_write(tmp_path: Path) -> None:
     assert [run.buildings for run in runs] == [len(squares) for _, squares, _ in writes]
     assert [run.buildings_in_file for run in runs] == in_file
     assert all(run.settings == RunSettings(crs=UTM) for run in runs)
+
+
+@pytest.mark.parametrize(
+    ("transform", "crs", "metres"),
+    [
+        (Affine(0.3, 0, 500000, 0, -0.3, 4000000), "EPSG:32611", 0.3),  # UTM, metres
+        (Affine(1.0, 0, 1000000, 0, -1.0, 500000), "EPSG:2264", 0.3048006),  # US survey feet
+        # SpaceNet-2 Vegas: 2.7e-6 degrees at 36.2 N is 0.243 m east-west by 0.300 m north-south.
+        (Affine(2.7e-6, 0, -115.3, 0, -2.7e-6, 36.2), "EPSG:4326", 0.2697),
+    ],
+)
+def test_ground_pixel_size_is_in_metres_whatever_the_crs(transform: Affine, crs: str, metres: float) -> None:
+    assert ground_pixel_size(transform, CRS.from_user_input(crs)) == pytest.approx(metres, rel=1e-3)
+    assert ground_pixel_size(transform, None) is None

@@ -1,0 +1,136 @@
+"""Network and decoding time per 650 x 650 tile of every trained method, side by side.
+
+For each method and batch size, prints the medians over several runs of: the network's forward
+pass per tile, the decoding per tile (Vec2Instance: peak finding, the instance network and the
+mask MLPs; spatial embeddings: seed-driven clustering), the decoding's share of the total, and
+the instances per tile. For spatial embeddings a baseline measured in the same run clusters each
+tile on its own (as the reference does, one image at a time); the last column is its ratio to the
+batched clustering.
+
+    python benchmarks/method_speed.py [--vec2instance CKPT] [--spatial-embeddings CKPT]
+                                      [--tiles 8] [--batch 1 4] [--repeats 5]
+
+Without checkpoints it uses the shipped models. Tiles come from a synthetic AOI; the device is
+CUDA when present, else the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from footprints.geo.stores import LocalStore
+from footprints.geo.synth import write_scene
+from footprints.models.backbone import UNet
+from footprints.models.centroid import find_peaks
+from footprints.models.registry import load_segmenter, resolve_checkpoint
+from footprints.models.spatial_embeddings import SpatialEmbeddingsSegmenter, cluster
+from footprints.models.vec2instance import Vec2InstanceSegmenter, decode_masks, sample_crops
+from footprints.tasks.tiles import open_sources, read_model_input
+
+
+def median_ms(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``run`` in milliseconds, after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def row(method: str, batch: int, instances: int, network_ms: float, decode_ms: float, looped: str) -> str:
+    """One table row, times per tile."""
+    share = decode_ms / (network_ms + decode_ms)
+    return (
+        f"| {method} | {batch} | {instances / batch:.1f} | {network_ms / batch:.1f} | "
+        f"{decode_ms / batch:.1f} | {share:.0%} | {looped} |"
+    )
+
+
+@torch.inference_mode()
+def measure_vec2instance(segmenter: Vec2InstanceSegmenter, tiles: torch.Tensor, repeats: int) -> str:
+    """Network: the centroid network. Decoding: peaks, instance network, masks."""
+    device, model, cfg = segmenter.device, segmenter.model, segmenter.config
+    batch, _, rows, cols = tiles.shape
+    chips = F.pad(tiles, (0, -cols % UNet.multiple, 0, -rows % UNet.multiple)).to(device)
+    maps = model(chips)
+
+    def decode() -> list:
+        peaks = find_peaks(*maps, cfg.stride, cfg.peak_threshold, cfg.min_distance, cfg.max_instances)
+        side = (peaks.size * cfg.margin).clamp(min=4.0)
+        params = model.instances(sample_crops(chips, peaks.batch, peaks.centre, side, cfg.patch))
+        return decode_masks(params.float(), peaks, side, (rows, cols), batch, cfg)
+
+    found = sum(len(chip) for chip in decode())
+    network_ms = median_ms(lambda: model(chips), repeats, device)
+    return row("vec2instance", batch, found, network_ms, median_ms(decode, repeats, device), "")
+
+
+@torch.inference_mode()
+def measure_spatial_embeddings(
+    segmenter: SpatialEmbeddingsSegmenter, tiles: torch.Tensor, repeats: int
+) -> str:
+    """Network: the branched ERFNet. Decoding: clustering (batched, and tile by tile as a baseline)."""
+    device, cfg = segmenter.device, segmenter.config
+    batch = len(tiles)
+    embeddings, sigmas, seeds = segmenter.outputs(tiles)
+    settings = (cfg.foreground, cfg.seed_threshold, cfg.min_pixels(None), cfg.min_unclustered)
+
+    def batched() -> object:
+        return cluster(embeddings, sigmas, seeds[:, 0], *settings)
+
+    def looped() -> object:
+        return [
+            cluster(embeddings[i : i + 1], sigmas[i : i + 1], seeds[i : i + 1, 0], *settings)
+            for i in range(batch)
+        ]
+
+    found = sum(len(chip) for chip in segmenter.decode(embeddings, sigmas, seeds, None))
+    network_ms = median_ms(lambda: segmenter.outputs(tiles), repeats, device)
+    batched_ms = median_ms(batched, repeats, device)
+    looped_ms = median_ms(looped, repeats, device)
+    return row("spatial-embeddings", batch, found, network_ms, batched_ms, f"{looped_ms / batched_ms:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--vec2instance", type=Path, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--spatial-embeddings", type=Path, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--tiles", type=int, default=8, help="synthetic tiles to draw from")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    vec2instance = load_segmenter(resolve_checkpoint(args.vec2instance, "vec2instance")[0])
+    embeddings = load_segmenter(resolve_checkpoint(args.spatial_embeddings, "spatial-embeddings")[0])
+    assert isinstance(vec2instance, Vec2InstanceSegmenter)
+    assert isinstance(embeddings, SpatialEmbeddingsSegmenter)
+    with tempfile.TemporaryDirectory() as folder:
+        write_scene(LocalStore(folder).write_bytes, args.tiles, seed=2024)
+        tile_set = open_sources([folder])[folder]
+        images = torch.stack([torch.from_numpy(read_model_input(tile_set, t)) for t in tile_set.tiles])
+
+    print(f"device {embeddings.device}, {len(images)} tiles of 650 x 650, medians of {args.repeats} runs")
+    columns = ["method", "batch", "instances / tile", "network ms / tile", "decoding ms / tile"]
+    print("| " + " | ".join([*columns, "decoding share", "looped / batched"]) + " |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for batch in args.batch:
+        print(measure_vec2instance(vec2instance, images[:batch], args.repeats))
+        print(measure_spatial_embeddings(embeddings, images[:batch], args.repeats))
+
+
+if __name__ == "__main__":
+    main()

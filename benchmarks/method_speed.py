@@ -17,13 +17,11 @@ CUDA when present, else the CPU.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import median_ms
 from torch.nn import functional as F
 
 from footprints.geo.stores import LocalStore
@@ -34,21 +32,6 @@ from footprints.models.registry import load_segmenter, resolve_checkpoint
 from footprints.models.spatial_embeddings import SpatialEmbeddingsSegmenter, cluster
 from footprints.models.vec2instance import Vec2InstanceSegmenter, decode_masks, sample_crops
 from footprints.tasks.tiles import open_sources, read_model_input
-
-
-def median_ms(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``run`` in milliseconds, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def row(method: str, batch: int, instances: int, network_ms: float, decode_ms: float, looped: str) -> str:

@@ -15,13 +15,11 @@ counts are those of real-looking scenes); the device is CUDA when present, else 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import median_ms
 
 from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
@@ -29,21 +27,6 @@ from footprints.models.centroid import find_peaks
 from footprints.models.registry import load_segmenter, resolve_checkpoint
 from footprints.models.vec2instance import Vec2InstanceSegmenter, coordinate_mlp, decode_masks, sample_crops
 from footprints.tasks.tiles import open_sources, read_model_input
-
-
-def median_ms(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``run`` in milliseconds, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def looped_decode(params: torch.Tensor, side: torch.Tensor, patch: int, hidden: int) -> list[torch.Tensor]:

@@ -68,7 +68,8 @@ class ChipSampler:
         self.rng = np.random.default_rng(seed)
         areas = np.array([t.ids.size for t in tiles], dtype=float)
         self.weights = areas / areas.sum()
-        self.centred = centred
+        # Found once per tile, not per chip: a Cityscapes frame has two million pixels.
+        self.objects = [np.flatnonzero(t.ids) if centred else np.empty(0, np.int64) for t in tiles]
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (size, 3, chip, chip) float32, ids (size, chip, chip) int64)."""
@@ -77,11 +78,11 @@ class ChipSampler:
 
     def _one(self) -> tuple[torch.Tensor, torch.Tensor]:
         aug, rng = self.augmentation, self.rng
-        tile = self.tiles[rng.choice(len(self.tiles), p=self.weights)]
+        index = int(rng.choice(len(self.tiles), p=self.weights))
+        tile, objects = self.tiles[index], self.objects[index]
         scale = math.exp(rng.uniform(math.log(aug.scale[0]), math.log(aug.scale[1])))
         source = max(8, round(self.chip / scale))
         rows, cols = tile.ids.shape
-        objects = np.flatnonzero(tile.ids) if self.centred else np.empty(0)
         if objects.size:
             # Near, not on: the object lands anywhere in the middle half of the chip.
             row, col = divmod(int(objects[rng.integers(objects.size)]), cols)

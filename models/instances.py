@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,20 @@ class InstanceSegmenter(Protocol):
             Per chip, its instances in descending score.
         """
         ...
+
+
+class TorchSegmenter(Generic[M]):
+    """What the segmenters of torch methods share: the device (CUDA when present, unless given)
+    and the model on it in eval mode."""
+
+    def __init__(self, model: M, device: torch.device | None = None) -> None:
+        self._device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model: M = model.to(self._device).eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self._device
 
 
 def instance_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

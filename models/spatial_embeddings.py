@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .erfnet import BranchedERFNet
-from .instances import Instance, labels_to_instances
+from .instances import Instance, TorchSegmenter, labels_to_instances
 from .lovasz import lovasz_hinge
 
 # Training instance ids carry their class: id = class index * CLASS_STRIDE + instance number.
@@ -314,20 +314,14 @@ def cluster(
     return Clusters(labels.view(maps, rows, cols), torch.cat(scores), torch.cat(owners))
 
 
-class SpatialEmbeddingsSegmenter:
+class SpatialEmbeddingsSegmenter(TorchSegmenter[SpatialEmbeddingsModel]):
     """Inference with a trained SpatialEmbeddingsModel (the InstanceSegmenter interface)."""
 
     method = "spatial-embeddings"
 
     def __init__(self, model: SpatialEmbeddingsModel, device: torch.device | None = None) -> None:
-        self._device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self._device).eval()
+        super().__init__(model, device)
         self.config = model.config
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model runs."""
-        return self._device
 
     @torch.inference_mode()
     def outputs(self, chips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .backbone import UNet, conv_block
 from .centroid import CentreTargets, CentroidHead, Peaks, centre_losses, centre_targets, find_peaks
-from .instances import Instance, resolve_overlaps
+from .instances import Instance, TorchSegmenter, resolve_overlaps
 
 
 @dataclass(frozen=True)
@@ -232,20 +232,14 @@ class Vec2InstanceModel(nn.Module):
         return bce + dice.mean()
 
 
-class Vec2InstanceSegmenter:
+class Vec2InstanceSegmenter(TorchSegmenter[Vec2InstanceModel]):
     """Inference with a trained Vec2InstanceModel (the InstanceSegmenter interface)."""
 
     method = "vec2instance"
 
     def __init__(self, model: Vec2InstanceModel, device: torch.device | None = None) -> None:
-        self._device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self._device).eval()
+        super().__init__(model, device)
         self.config = model.config
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model runs."""
-        return self._device
 
     @torch.inference_mode()
     def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:

@@ -28,8 +28,9 @@ from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
 from footprints.models.backbone import UNet
 from footprints.models.centroid import find_peaks
+from footprints.models.embeddings import cluster, gaussian_kernel
 from footprints.models.registry import load_segmenter, resolve_checkpoint
-from footprints.models.spatial_embeddings import SpatialEmbeddingsSegmenter, cluster
+from footprints.models.spatial_embeddings import SpatialEmbeddingsSegmenter
 from footprints.models.vec2instance import Vec2InstanceSegmenter, decode_masks, sample_crops
 from footprints.tasks.tiles import open_sources, read_model_input
 
@@ -73,11 +74,11 @@ def measure_spatial_embeddings(
     settings = (cfg.foreground, cfg.seed_threshold, cfg.min_pixels(None), cfg.min_unclustered)
 
     def batched() -> object:
-        return cluster(embeddings, sigmas, seeds[:, 0], *settings)
+        return cluster(embeddings, sigmas, seeds[:, 0], gaussian_kernel, *settings)
 
     def looped() -> object:
         return [
-            cluster(embeddings[i : i + 1], sigmas[i : i + 1], seeds[i : i + 1, 0], *settings)
+            cluster(embeddings[i : i + 1], sigmas[i : i + 1], seeds[i : i + 1, 0], gaussian_kernel, *settings)
             for i in range(batch)
         ]
 

@@ -19,8 +19,8 @@ from PIL import Image
 from footprints.geo.errors import InputError
 
 from .data import LabelledTile
+from .embeddings import CLASS_STRIDE
 from .instances import Instance
-from .spatial_embeddings import CLASS_STRIDE
 
 INSTANCE_CLASSES = tuple(
     label.name for label in id2label.values() if label.hasInstances and not label.ignoreInEval

@@ -88,6 +88,7 @@ register(
         SpatialEmbeddingsModel,
         SpatialEmbeddingsSegmenter,
         losses=SpatialEmbeddingsModel.losses,
+        checkpoint=WEIGHTS / "spatial-embeddings-default.pt",
         # The paper's: Adam, lr 5e-4, weight decay 1e-4, polynomial decay with power 0.9.
         recipe={"optimiser": "adam", "schedule": "poly", "lr": 5e-4, "weight_decay": 1e-4},
     )

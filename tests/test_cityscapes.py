@@ -17,8 +17,8 @@ from footprints.cli import main
 from footprints.models.checkpoint import load_checkpoint
 from footprints.models.cityscapes import INSTANCE_CLASSES, find_frames, read_frame, write_predictions
 from footprints.models.cityscapes_eval import evaluate_instances
+from footprints.models.embeddings import CLASS_STRIDE
 from footprints.models.instances import Instance, labels_to_instances
-from footprints.models.spatial_embeddings import CLASS_STRIDE
 
 
 @pytest.fixture(scope="module")

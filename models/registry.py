@@ -18,6 +18,7 @@ from footprints.geo.errors import InputError, first_line
 
 from .checkpoint import checkpoint_bytes, load_checkpoint
 from .instances import InstanceSegmenter
+from .semi_conv import SemiConvConfig, SemiConvModel, SemiConvSegmenter
 from .spatial_embeddings import SpatialEmbeddingsConfig, SpatialEmbeddingsModel, SpatialEmbeddingsSegmenter
 from .threshold import ThresholdConfig, ThresholdModel, ThresholdSegmenter
 from .vec2instance import Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter
@@ -90,6 +91,18 @@ register(
         losses=SpatialEmbeddingsModel.losses,
         checkpoint=WEIGHTS / "spatial-embeddings-default.pt",
         # The paper's: Adam, lr 5e-4, weight decay 1e-4, polynomial decay with power 0.9.
+        recipe={"optimiser": "adam", "schedule": "poly", "lr": 5e-4, "weight_decay": 1e-4},
+    )
+)
+register(
+    Method(
+        "semi-conv",
+        "semi-convolutional embeddings (position added to the embedding, Laplacian kernel clustering)",
+        SemiConvConfig,
+        SemiConvModel,
+        SemiConvSegmenter,
+        losses=SemiConvModel.losses,
+        # The paper gives no schedule for this backbone: the spatial-embeddings recipe.
         recipe={"optimiser": "adam", "schedule": "poly", "lr": 5e-4, "weight_decay": 1e-4},
     )
 )

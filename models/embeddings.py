@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar, Protocol, TypeVar, cast
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
-from .instances import Instance, labels_to_instances
+from .erfnet import BranchedERFNet
+from .instances import Instance, TorchSegmenter, labels_to_instances
 from .lovasz import lovasz_hinge
 
 # Training instance ids carry their class: id = class index * CLASS_STRIDE + instance number.
@@ -275,3 +279,76 @@ def cluster_instances(
         for inst in labels_to_instances(labels[m], scores):
             found[chip].append(Instance(inst.mask, inst.row, inst.col, inst.score, label))
     return [sorted(chip, key=lambda i: -i.score) for chip in found]
+
+
+class ClusteringSettings(Protocol):
+    """The clustering settings an embedding method's config holds (frozen: read-only here)."""
+
+    @property
+    def foreground(self) -> float: ...
+
+    @property
+    def seed_threshold(self) -> float: ...
+
+    @property
+    def min_unclustered(self) -> float: ...
+
+    def min_pixels(self, pixel_size_m: float | None) -> int: ...
+
+
+class EmbeddingModel(Protocol):
+    """An embedding method's model: raw embedding, bandwidth and seed logits from a branched ERFNet."""
+
+    @property
+    def config(self) -> ClusteringSettings: ...
+
+    def __call__(self, images: torch.Tensor, /) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def embed(self, raw: torch.Tensor, /) -> torch.Tensor: ...
+
+
+E = TypeVar("E", bound=nn.Module)  # and an EmbeddingModel
+
+
+class EmbeddingSegmenter(TorchSegmenter[E]):
+    """Inference for the embedding methods: the network at the chips' size, then seed-driven
+    clustering with the method's ``kernel`` (the InstanceSegmenter interface)."""
+
+    kernel: ClassVar[Kernel]
+
+    @property
+    def network(self) -> EmbeddingModel:
+        """The model, as the embedding methods' models all are."""
+        return cast(EmbeddingModel, self.model)
+
+    @torch.inference_mode()
+    def outputs(self, chips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embeddings, raw bandwidths and seed probabilities of a batch of chips, at the chips' size."""
+        _, _, rows, cols = chips.shape
+        multiple = BranchedERFNet.multiple
+        padded = F.pad(chips, (0, -cols % multiple, 0, -rows % multiple)).to(self._device)
+        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+            raw, sigmas, seeds = self.network(padded)
+        embeddings = self.network.embed(raw)[..., :rows, :cols]
+        return embeddings, sigmas.float()[..., :rows, :cols], torch.sigmoid(seeds.float()[..., :rows, :cols])
+
+    @torch.inference_mode()
+    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
+        """Segment the objects of a batch of chips (see models.instances.InstanceSegmenter)."""
+        return self.decode(*self.outputs(chips), pixel_size)
+
+    def decode(
+        self, embeddings: torch.Tensor, sigmas: torch.Tensor, seeds: torch.Tensor, pixel_size: float | None
+    ) -> list[list[Instance]]:
+        """Cluster the network's outputs into each chip's instances, by descending score."""
+        cfg = self.network.config
+        return cluster_instances(
+            embeddings,
+            sigmas,
+            seeds,
+            type(self).kernel,
+            cfg.foreground,
+            cfg.seed_threshold,
+            cfg.min_pixels(pixel_size),
+            cfg.min_unclustered,
+        )

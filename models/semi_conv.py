@@ -31,9 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .embeddings import InstanceIndex, cluster_instances, coordinate_grid, laplacian_kernel
+from .embeddings import EmbeddingSegmenter, InstanceIndex, coordinate_grid, laplacian_kernel
 from .erfnet import BranchedERFNet
-from .instances import Instance, TorchSegmenter
 
 
 @dataclass(frozen=True)
@@ -182,35 +181,12 @@ def semi_conv_losses(
     return {"pull": pull, "push": push, "mask": mask, "smoothness": 10 * smoothness, "seed": seed}
 
 
-class SemiConvSegmenter(TorchSegmenter[SemiConvModel]):
-    """Inference with a trained SemiConvModel (the InstanceSegmenter interface)."""
+class SemiConvSegmenter(EmbeddingSegmenter[SemiConvModel]):
+    """Inference with a trained SemiConvModel: clustering with the Laplacian kernel."""
 
     method = "semi-conv"
+    kernel = staticmethod(laplacian_kernel)
 
     def __init__(self, model: SemiConvModel, device: torch.device | None = None) -> None:
         super().__init__(model, device)
         self.config = model.config
-
-    @torch.inference_mode()
-    def outputs(self, chips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Embeddings, log-scales and seed probabilities of a batch of chips, at the chips' size."""
-        _, _, rows, cols = chips.shape
-        multiple = BranchedERFNet.multiple
-        padded = F.pad(chips, (0, -cols % multiple, 0, -rows % multiple)).to(self._device)
-        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
-            phi, sigmas, seeds = self.model(padded)
-        embeddings = self.model.embed(phi)[..., :rows, :cols]
-        return embeddings, sigmas.float()[..., :rows, :cols], torch.sigmoid(seeds.float()[..., :rows, :cols])
-
-    @torch.inference_mode()
-    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
-        """Segment the objects of a batch of chips (see models.instances.InstanceSegmenter)."""
-        cfg = self.config
-        return cluster_instances(
-            *self.outputs(chips),
-            laplacian_kernel,
-            cfg.foreground,
-            cfg.seed_threshold,
-            cfg.min_pixels(pixel_size),
-            cfg.min_unclustered,
-        )

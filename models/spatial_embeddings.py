@@ -22,11 +22,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .embeddings import InstanceIndex, cluster_instances, coordinate_grid, gaussian_kernel
+from .embeddings import EmbeddingSegmenter, InstanceIndex, coordinate_grid, gaussian_kernel
 from .erfnet import BranchedERFNet
-from .instances import Instance, TorchSegmenter
 
 
 @dataclass(frozen=True)
@@ -162,44 +160,12 @@ def embedding_losses(
     return {"instance": instance_loss, "smoothness": 10 * smoothness, "seed": seed_loss}
 
 
-class SpatialEmbeddingsSegmenter(TorchSegmenter[SpatialEmbeddingsModel]):
-    """Inference with a trained SpatialEmbeddingsModel (the InstanceSegmenter interface)."""
+class SpatialEmbeddingsSegmenter(EmbeddingSegmenter[SpatialEmbeddingsModel]):
+    """Inference with a trained SpatialEmbeddingsModel: clustering with the Gaussian kernel."""
 
     method = "spatial-embeddings"
+    kernel = staticmethod(gaussian_kernel)
 
     def __init__(self, model: SpatialEmbeddingsModel, device: torch.device | None = None) -> None:
         super().__init__(model, device)
         self.config = model.config
-
-    @torch.inference_mode()
-    def outputs(self, chips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Embeddings, sigmas and seed probabilities of a batch of chips, at the chips' size."""
-        _, _, rows, cols = chips.shape
-        multiple = BranchedERFNet.multiple
-        padded = F.pad(chips, (0, -cols % multiple, 0, -rows % multiple)).to(self._device)
-        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
-            offsets, sigmas, seeds = self.model(padded)
-        embeddings = self.model.embed(offsets)[..., :rows, :cols]
-        return embeddings, sigmas.float()[..., :rows, :cols], torch.sigmoid(seeds.float()[..., :rows, :cols])
-
-    @torch.inference_mode()
-    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
-        """Segment the objects of a batch of chips (see models.instances.InstanceSegmenter)."""
-        embeddings, sigmas, seeds = self.outputs(chips)
-        return self.decode(embeddings, sigmas, seeds, pixel_size)
-
-    def decode(
-        self, embeddings: torch.Tensor, sigmas: torch.Tensor, seeds: torch.Tensor, pixel_size: float | None
-    ) -> list[list[Instance]]:
-        """Cluster the network's outputs into each chip's instances, by descending score."""
-        cfg = self.config
-        return cluster_instances(
-            embeddings,
-            sigmas,
-            seeds,
-            gaussian_kernel,
-            cfg.foreground,
-            cfg.seed_threshold,
-            cfg.min_pixels(pixel_size),
-            cfg.min_unclustered,
-        )

@@ -6,22 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from embedding_reference import crowded_ids, flat_lovasz_hinge
 
 from footprints.models.embeddings import CLASS_STRIDE, laplacian_kernel
 from footprints.models.semi_conv import SemiConvConfig, SemiConvModel, SemiConvSegmenter, semi_conv_losses
 from footprints.models.training import OPTIMISERS
-
-
-def flat_lovasz_hinge(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Berman et al.'s Lovasz hinge of one mask, written out as in the paper."""
-    errors = 1 - logits * (2 * labels.float() - 1)
-    errors_sorted, order = torch.sort(errors, descending=True)
-    gt = labels.float()[order]
-    intersection = gt.sum() - gt.cumsum(0)
-    union = gt.sum() + (1 - gt).cumsum(0)
-    jaccard = 1 - intersection / union
-    jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
-    return torch.dot(torch.relu(errors_sorted), jaccard)
 
 
 def reference_losses(
@@ -62,18 +51,6 @@ def reference_losses(
     out = {name: value / batch for name, value in totals.items()}
     out["smoothness"] = 10 * out["smoothness"]
     return out
-
-
-def crowded_ids(batch: int, rows: int, cols: int, seed: int) -> torch.Tensor:
-    """Instance maps with rectangles of many sizes, of two classes, and one empty image."""
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((batch, rows, cols), np.int64)
-    for b in range(batch - 1):
-        for k in range(1, 7):
-            h, w = rng.integers(2, 16, size=2)
-            r, c = rng.integers(0, rows - h), rng.integers(0, cols - w)
-            ids[b, r : r + h, c : c + w] = (k % 2) * CLASS_STRIDE + k
-    return torch.from_numpy(ids)
 
 
 def test_vectorised_loss_equals_the_per_instance_reference() -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pytest
 import torch
+from embedding_reference import crowded_ids, flat_lovasz_hinge
 
 from footprints.cli import main
 from footprints.geo.layouts import find_tiles
@@ -24,20 +24,6 @@ from footprints.models.spatial_embeddings import (
     SpatialEmbeddingsSegmenter,
     embedding_losses,
 )
-
-
-def flat_lovasz_hinge(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Berman et al.'s Lovasz hinge of one mask, written out as in the paper."""
-    signs = 2 * labels.float() - 1
-    errors = 1 - logits * signs
-    errors_sorted, order = torch.sort(errors, descending=True)
-    gt = labels.float()[order]
-    total = gt.sum()
-    intersection = total - gt.cumsum(0)
-    union = total + (1 - gt).cumsum(0)
-    jaccard = 1 - intersection / union
-    jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
-    return torch.dot(torch.relu(errors_sorted), jaccard)
 
 
 def reference_losses(
@@ -73,18 +59,6 @@ def reference_losses(
         "smoothness": 10 * var_total / batch,
         "seed": seed_total / batch,
     }
-
-
-def crowded_ids(batch: int, rows: int, cols: int, seed: int) -> torch.Tensor:
-    """Instance maps with rectangles of many sizes, of two classes, and one empty image."""
-    rng = np.random.default_rng(seed)
-    ids = np.zeros((batch, rows, cols), np.int64)
-    for b in range(batch - 1):
-        for k in range(1, 7):
-            h, w = rng.integers(2, 16, size=2)
-            r, c = rng.integers(0, rows - h), rng.integers(0, cols - w)
-            ids[b, r : r + h, c : c + w] = (k % 2) * CLASS_STRIDE + k
-    return torch.from_numpy(ids)
 
 
 def test_vectorised_loss_equals_the_per_instance_reference() -> None:

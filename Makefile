@@ -17,6 +17,9 @@ $(INSTALLED): pyproject.toml constraints.txt
 	# registry's CUDA build with its gigabytes of dependencies.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]" --config-settings editable_mode=strict
+	# panopticapi's own PQ code, without its requirements: they pin numpy < 2 and pull
+	# pycocotools, scikit-image and matplotlib, while its evaluation needs numpy and Pillow alone.
+	$(BIN)/pip install --quiet --no-deps panopticapi-lite==0.2.0
 	touch $(INSTALLED)
 
 # Strict editable mode installs a tree of links to the sources (build/__editable__.*), which the

@@ -64,8 +64,14 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, bands, rows, cols) with sides multiple of 32 -> (batch, out_channels, rows/s, cols/s)."""
-        skips = [] if self.full is None else [self.full(x)]
-        skips.append(self.stem(x))
+        return self.from_stem(self.stem(x), None if self.full is None else self.full(x))
+
+    def from_stem(self, stem: torch.Tensor, full: torch.Tensor | None = None) -> torch.Tensor:
+        """The rest of the network from the stem's features (stride 2), which a caller may have
+        changed (the pointer network weighs them by its attention maps); ``full`` is the
+        full-resolution stage's output where the network has one."""
+        skips = [] if full is None else [full]
+        skips.append(stem)
         for stage in self.down:
             skips.append(stage(skips[-1]))
         y = skips.pop()

@@ -1,0 +1,269 @@
+"""Pointer-based segmentation with a region of interest (Eppel 2019).
+
+Class-agnostic: given an image, a pointer (one pixel) and a region of interest (ROI), the network
+returns the segment that contains the pointer, inside the ROI. It knows no classes, so it serves
+categories it never saw in training, and anything that can point (a click, a detector's peak)
+can drive it.
+
+Network: the pointer map and the ROI mask each go through their own strided 3x3 convolution to an
+attention map at the resolution of the first image features (the stem of the U-Net, stride 2);
+the features are merged as features * pointer attention + ROI attention, and the rest of the
+U-Net takes them to a 2-class output (not in the segment, in it), upsampled to the image's size.
+As in the reference, the pointer convolution starts with weights 1 and the ROI convolution with
+weights 0; the pointer's bias starts at 1 (the reference leaves it to chance), so that at first
+the image features pass unchanged everywhere and are boosted round the pointer.
+
+Full-image segmentation runs the network sequentially, every image of a batch in lock-step (one
+forward pass per round): the ROI starts as the whole image; each round's pointer is the pixel of
+the remaining ROI farthest from everything already segmented or tried (a Euclidean distance
+transform, so the choice is deterministic and never repeats); the prediction is intersected with
+the ROI and removed from it; a pointer whose prediction is empty rules out a disc round itself;
+an image stops when its ROI is nearly empty or after ``max_pointers`` pointers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+from torch.nn import functional as F
+
+from .backbone import UNet
+from .instances import Instance, TorchSegmenter
+
+
+@dataclass(frozen=True)
+class PointerConfig:
+    """Architecture, training-sampler and decoding settings, stored in every checkpoint.
+
+    Attributes:
+        width: Channels of the U-Net's first stage.
+        erosion_px: Training pointers lie at least this far inside their segment, where the
+            segment is wide enough (a pointer on an edge is ambiguous).
+        drop_others: Training: the share of the other segments removed from the ROI.
+        background_pointers: Training: the share of pointers put on no segment, whose answer is
+            the empty mask (how the network learns to say "nothing here").
+        threshold: Probability above which a pixel is the segment's.
+        min_area_m2: Smallest segment kept, in m^2 at the pixel size the caller gives.
+        pixel_size_m: Pixel size assumed when the caller gives none (1 for imagery without a
+            ground size: ``min_area_m2`` is then in pixels).
+        max_pointers: Most pointers tried per image in full-image segmentation.
+        miss_radius_px: Full-image segmentation: a pointer whose segment comes back empty rules
+            out the pixels within this radius (never more than half its distance to the ROI's
+            edge) for later pointers; a segment that fits wholly inside such a disc is missed.
+        stop_fraction: Full-image segmentation stops when less than this share of the image is
+            left to point at.
+    """
+
+    width: int = 16
+    erosion_px: int = 3
+    drop_others: float = 0.5
+    background_pointers: float = 0.1
+    threshold: float = 0.5
+    min_area_m2: float = 4.0
+    pixel_size_m: float = 0.3
+    max_pointers: int = 64
+    miss_radius_px: float = 4.0
+    stop_fraction: float = 0.02
+
+    def min_pixels(self, pixel_size_m: float | None) -> int:
+        """The smallest segment in pixels, at ``pixel_size_m`` (None: ``self.pixel_size_m``)."""
+        size = pixel_size_m or self.pixel_size_m
+        return max(1, math.ceil(self.min_area_m2 / (size * size)))
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values, for checkpoints."""
+        return asdict(self)
+
+
+class PointerModel(nn.Module):
+    """Image, pointer map and ROI mask in; logits of (outside, inside) the pointed segment out."""
+
+    multiple = UNet.multiple
+
+    def __init__(self, config: PointerConfig = PointerConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = UNet(3, config.width, out_stride=2)
+        self.pointer = nn.Conv2d(1, config.width, 3, stride=2, padding=1)
+        self.roi = nn.Conv2d(1, config.width, 3, stride=2, padding=1)
+        self.head = nn.Conv2d(self.backbone.out_channels, 2, 1)
+        assert self.pointer.bias is not None and self.roi.bias is not None
+        with torch.no_grad():
+            self.pointer.weight.fill_(1.0)
+            self.pointer.bias.fill_(1.0)
+            self.roi.weight.zero_()
+            self.roi.bias.zero_()
+
+    def forward(self, images: torch.Tensor, pointers: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """(b, 3, h, w) images, (b, 1, h, w) pointer maps and ROI masks, sides multiples of 32 ->
+        (b, 2, h, w) logits."""
+        features = self.backbone.stem(images)
+        merged = features * self.pointer(pointers) + self.roi(rois)
+        logits = self.head(self.backbone.from_stem(merged))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    def losses(
+        self, images: torch.Tensor, ids: torch.Tensor, generator: torch.Generator, max_instances: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy inside the ROI, for one sampled target segment per image (see
+        ``sample_prompts``); ``max_instances`` is unused (one segment per image)."""
+        pointers, rois, targets = sample_prompts(ids, self.config, generator)
+        device = images.device
+        logits = self(images, pointers.to(device), rois.to(device)).float()
+        loss = F.cross_entropy(logits, targets.to(device).long(), reduction="none")
+        inside = rois[:, 0].to(device)
+        per_image = (loss * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
+        return {"cross_entropy": per_image.mean()}
+
+
+def erode(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """(b, h, w) boolean masks shrunk by ``radius`` pixels (a square structuring element)."""
+    if radius <= 0:
+        return masks
+    outside = (~masks).float()[:, None]
+    return F.max_pool2d(outside, 2 * radius + 1, stride=1, padding=radius)[:, 0] == 0
+
+
+def sample_prompts(
+    ids: torch.Tensor, config: PointerConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training prompt per image of a batch of instance maps.
+
+    The target is a segment drawn in proportion to its area; each other segment leaves the
+    all-ones ROI with probability ``drop_others``; the pointer is a random pixel of the target
+    eroded by ``erosion_px`` (of the target itself where erosion leaves nothing). With
+    probability ``background_pointers`` (or when an image has no segment) the pointer falls on
+    background instead and the target is empty.
+
+    Args:
+        ids: (b, h, w) instance ids, 0 for background.
+        config: The sampler's settings.
+        generator: The draws' source.
+
+    Returns:
+        Pointer maps (b, 1, h, w), ROI masks (b, 1, h, w), both float, and target masks (b, h, w).
+    """
+    batch, rows, cols = ids.shape
+    pointers = torch.zeros((batch, 1, rows, cols))
+    rois = torch.ones((batch, 1, rows, cols))
+    targets = torch.zeros((batch, rows, cols), dtype=torch.bool)
+    for b in range(batch):
+        numbers, areas = torch.unique(ids[b][ids[b] > 0], return_counts=True)
+        background = ids[b] == 0
+        on_background = len(numbers) == 0 or (
+            bool(background.any()) and float(torch.rand((), generator=generator)) < config.background_pointers
+        )
+        if on_background:
+            where = background
+            dropped = numbers[torch.rand(len(numbers), generator=generator) < config.drop_others]
+        else:
+            target = numbers[torch.multinomial(areas.float(), 1, generator=generator)]
+            targets[b] = ids[b] == target
+            others = numbers[numbers != target]
+            dropped = others[torch.rand(len(others), generator=generator) < config.drop_others]
+            inner = erode(targets[b][None], config.erosion_px)[0]
+            where = inner if inner.any() else targets[b]
+        rois[b, 0] = (~torch.isin(ids[b], dropped)).float()
+        at = int(torch.multinomial(where.flatten().float(), 1, generator=generator))
+        pointers[b, 0].view(-1)[at] = 1.0
+    return pointers, rois, targets
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """What full-image segmentation found in one image.
+
+    Attributes:
+        instances: The segments, in the order found, each with its mean probability as score.
+        pointers: Every (row, col) pointed at, including those that found nothing.
+    """
+
+    instances: list[Instance]
+    pointers: list[tuple[int, int]]
+
+
+def farthest_pixel(candidates: np.ndarray) -> tuple[int, int, float]:
+    """The candidate pixel farthest from every non-candidate pixel (and the image's border),
+    with that distance; ties go to the first in row-major order."""
+    distance = np.asarray(ndimage.distance_transform_edt(np.pad(candidates, 1)))[1:-1, 1:-1]
+    at = int(np.argmax(distance))
+    row, col = divmod(at, candidates.shape[1])
+    return row, col, float(distance[row, col])
+
+
+class PointerSegmenter(TorchSegmenter[PointerModel]):
+    """Inference with a trained PointerModel: segments under given pointers, or every segment of an
+    image by sequential pointing (the InstanceSegmenter interface)."""
+
+    method = "pointer"
+
+    def __init__(self, model: PointerModel, device: torch.device | None = None) -> None:
+        super().__init__(model, device)
+        self.config = model.config
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor, pointers: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """(b, h, w) probability that each pixel is in the pointed segment, for (b, 3, h, w)
+        images with (b, h, w) pointer maps and ROI masks of any size."""
+        _, _, rows, cols = images.shape
+        pad = (0, -cols % PointerModel.multiple, 0, -rows % PointerModel.multiple)
+        maps = [
+            F.pad(m, pad).to(self._device) for m in (images, pointers[:, None].float(), rois[:, None].float())
+        ]
+        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+            logits = self.model(*maps)
+        return torch.softmax(logits.float(), dim=1)[:, 1, :rows, :cols]
+
+    @torch.inference_mode()
+    def segment_everything(self, images: torch.Tensor, pixel_size: float | None = None) -> list[Segmentation]:
+        """Every segment of each image of a batch, by sequential pointing (see the module's notes)."""
+        cfg = self.config
+        batch, _, rows, cols = images.shape
+        min_pixels = cfg.min_pixels(pixel_size)
+        roi = np.ones((batch, rows, cols), bool)
+        tried = np.zeros((batch, rows, cols), bool)
+        found: list[list[Instance]] = [[] for _ in range(batch)]
+        pointed: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
+        disc_rows, disc_cols = np.ogrid[:rows, :cols]
+        for _ in range(cfg.max_pointers):
+            candidates = roi & ~tried
+            active = [b for b in range(batch) if candidates[b].sum() > cfg.stop_fraction * rows * cols]
+            if not active:
+                break
+            picks = [farthest_pixel(candidates[b]) for b in active]
+            pointers = torch.zeros((len(active), rows, cols))
+            for j, (row, col, _) in enumerate(picks):
+                pointers[j, row, col] = 1.0
+            probs = self.probabilities(images[active], pointers, torch.from_numpy(roi[active])).cpu().numpy()
+            for j, b in enumerate(active):
+                row, col, depth = picks[j]
+                pointed[b].append((row, col))
+                mask = (probs[j] > cfg.threshold) & roi[b]
+                if mask.sum() < min_pixels:
+                    # Nothing here: rule out a small disc round the pointer, so the next one goes
+                    # elsewhere. Small, because this pixel's answer says nothing of a segment
+                    # beside it; within the ROI, so segments in reach stay findable.
+                    radius = max(1.0, min(depth / 2, cfg.miss_radius_px))
+                    tried[b] |= (disc_rows - row) ** 2 + (disc_cols - col) ** 2 <= radius**2
+                    continue
+                found[b].append(_crop(mask, float(probs[j][mask].mean())))
+                roi[b] &= ~mask
+        return [Segmentation(f, p) for f, p in zip(found, pointed, strict=True)]
+
+    def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
+        """Every segment of each chip, by descending score (see models.instances.InstanceSegmenter)."""
+        return [
+            sorted(s.instances, key=lambda i: -i.score) for s in self.segment_everything(chips, pixel_size)
+        ]
+
+
+def _crop(mask: np.ndarray, score: float) -> Instance:
+    """A full-image mask as an Instance crop."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return Instance(mask[r0:r1, c0:c1].copy(), int(r0), int(c0), score)

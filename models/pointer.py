@@ -92,7 +92,8 @@ class PointerModel(nn.Module):
         self.pointer = nn.Conv2d(1, config.width, 3, stride=2, padding=1)
         self.roi = nn.Conv2d(1, config.width, 3, stride=2, padding=1)
         self.head = nn.Conv2d(self.backbone.out_channels, 2, 1)
-        assert self.pointer.bias is not None and self.roi.bias is not None
+        assert self.pointer.bias is not None
+        assert self.roi.bias is not None
         with torch.no_grad():
             self.pointer.weight.fill_(1.0)
             self.pointer.bias.fill_(1.0)

@@ -2,13 +2,13 @@
 
 For each method and batch size, prints the medians over several runs of: the network's forward
 pass per tile, the decoding per tile (Vec2Instance: peak finding, the instance network and the
-mask MLPs; spatial embeddings: seed-driven clustering), the decoding's share of the total, and
-the instances per tile. For spatial embeddings a baseline measured in the same run clusters each
-tile on its own (as the reference does, one image at a time); the last column is its ratio to the
-batched clustering.
+mask MLPs; the embedding methods: seed-driven clustering with their kernel), the decoding's
+share of the total, and the instances per tile. For the embedding methods a baseline measured in
+the same run clusters each tile on its own (as the reference does, one image at a time); the
+last column is its ratio to the batched clustering.
 
     python benchmarks/method_speed.py [--vec2instance CKPT] [--spatial-embeddings CKPT]
-                                      [--tiles 8] [--batch 1 4] [--repeats 5]
+                                      [--semi-conv CKPT] [--tiles 8] [--batch 1 4] [--repeats 5]
 
 Without checkpoints it uses the shipped models. Tiles come from a synthetic AOI; the device is
 CUDA when present, else the CPU.
@@ -28,9 +28,8 @@ from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
 from footprints.models.backbone import UNet
 from footprints.models.centroid import find_peaks
-from footprints.models.embeddings import cluster, gaussian_kernel
+from footprints.models.embeddings import EmbeddingSegmenter, cluster
 from footprints.models.registry import load_segmenter, resolve_checkpoint
-from footprints.models.spatial_embeddings import SpatialEmbeddingsSegmenter
 from footprints.models.vec2instance import Vec2InstanceSegmenter, decode_masks, sample_crops
 from footprints.tasks.tiles import open_sources, read_model_input
 
@@ -64,21 +63,20 @@ def measure_vec2instance(segmenter: Vec2InstanceSegmenter, tiles: torch.Tensor, 
 
 
 @torch.inference_mode()
-def measure_spatial_embeddings(
-    segmenter: SpatialEmbeddingsSegmenter, tiles: torch.Tensor, repeats: int
-) -> str:
-    """Network: the branched ERFNet. Decoding: clustering (batched, and tile by tile as a baseline)."""
-    device, cfg = segmenter.device, segmenter.config
+def measure_embeddings(segmenter: EmbeddingSegmenter, tiles: torch.Tensor, repeats: int) -> str:
+    """Network: the branched ERFNet. Decoding: clustering with the method's kernel (batched, and
+    tile by tile as a baseline)."""
+    device, cfg, kernel = segmenter.device, segmenter.network.config, type(segmenter).kernel
     batch = len(tiles)
     embeddings, sigmas, seeds = segmenter.outputs(tiles)
     settings = (cfg.foreground, cfg.seed_threshold, cfg.min_pixels(None), cfg.min_unclustered)
 
     def batched() -> object:
-        return cluster(embeddings, sigmas, seeds[:, 0], gaussian_kernel, *settings)
+        return cluster(embeddings, sigmas, seeds[:, 0], kernel, *settings)
 
     def looped() -> object:
         return [
-            cluster(embeddings[i : i + 1], sigmas[i : i + 1], seeds[i : i + 1, 0], gaussian_kernel, *settings)
+            cluster(embeddings[i : i + 1], sigmas[i : i + 1], seeds[i : i + 1, 0], kernel, *settings)
             for i in range(batch)
         ]
 
@@ -86,34 +84,40 @@ def measure_spatial_embeddings(
     network_ms = median_ms(lambda: segmenter.outputs(tiles), repeats, device)
     batched_ms = median_ms(batched, repeats, device)
     looped_ms = median_ms(looped, repeats, device)
-    return row("spatial-embeddings", batch, found, network_ms, batched_ms, f"{looped_ms / batched_ms:.2f}")
+    return row(segmenter.method, batch, found, network_ms, batched_ms, f"{looped_ms / batched_ms:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--vec2instance", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--spatial-embeddings", type=Path, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--semi-conv", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--tiles", type=int, default=8, help="synthetic tiles to draw from")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     vec2instance = load_segmenter(resolve_checkpoint(args.vec2instance, "vec2instance")[0])
-    embeddings = load_segmenter(resolve_checkpoint(args.spatial_embeddings, "spatial-embeddings")[0])
     assert isinstance(vec2instance, Vec2InstanceSegmenter)
-    assert isinstance(embeddings, SpatialEmbeddingsSegmenter)
+    embedding_methods = []
+    checkpoints = {"spatial-embeddings": args.spatial_embeddings, "semi-conv": args.semi_conv}
+    for method, checkpoint in checkpoints.items():
+        segmenter = load_segmenter(resolve_checkpoint(checkpoint, method)[0])
+        assert isinstance(segmenter, EmbeddingSegmenter)
+        embedding_methods.append(segmenter)
     with tempfile.TemporaryDirectory() as folder:
         write_scene(LocalStore(folder).write_bytes, args.tiles, seed=2024)
         tile_set = open_sources([folder])[folder]
         images = torch.stack([torch.from_numpy(read_model_input(tile_set, t)) for t in tile_set.tiles])
 
-    print(f"device {embeddings.device}, {len(images)} tiles of 650 x 650, medians of {args.repeats} runs")
+    print(f"device {vec2instance.device}, {len(images)} tiles of 650 x 650, medians of {args.repeats} runs")
     columns = ["method", "batch", "instances / tile", "network ms / tile", "decoding ms / tile"]
     print("| " + " | ".join([*columns, "decoding share", "looped / batched"]) + " |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for batch in args.batch:
         print(measure_vec2instance(vec2instance, images[:batch], args.repeats))
-        print(measure_spatial_embeddings(embeddings, images[:batch], args.repeats))
+        for segmenter in embedding_methods:
+            print(measure_embeddings(segmenter, images[:batch], args.repeats))
 
 
 if __name__ == "__main__":

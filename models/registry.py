@@ -101,6 +101,7 @@ register(
         SemiConvConfig,
         SemiConvModel,
         SemiConvSegmenter,
+        checkpoint=WEIGHTS / "semi-conv-default.pt",
         losses=SemiConvModel.losses,
         # The paper gives no schedule for this backbone: the spatial-embeddings recipe.
         recipe={"optimiser": "adam", "schedule": "poly", "lr": 5e-4, "weight_decay": 1e-4},

@@ -1,23 +1,15 @@
-"""Spatial embeddings: the vectorised loss against a plain per-instance reference, the
-clustering decoder on embeddings whose answer is known, and the shipped model through a run."""
+"""Spatial embeddings: the vectorised loss against a plain per-instance reference, and the
+clustering decoder on embeddings whose answer is known."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import geopandas as gpd
 import pytest
 import torch
 from embedding_reference import crowded_ids, flat_lovasz_hinge
 
-from footprints.cli import main
-from footprints.geo.layouts import find_tiles
-from footprints.geo.scoring import score_footprints
-from footprints.geo.stores import LocalStore
-from footprints.geo.synth import scene_truth, write_scene
 from footprints.models.checkpoint import checkpoint_bytes
 from footprints.models.embeddings import CLASS_STRIDE, cluster, coordinate_grid, gaussian_kernel
-from footprints.models.registry import build_model, get_method, load_segmenter
+from footprints.models.registry import build_model, load_segmenter
 from footprints.models.spatial_embeddings import (
     SpatialEmbeddingsConfig,
     SpatialEmbeddingsModel,
@@ -184,23 +176,3 @@ def test_checkpoints_of_the_method_load_and_predict_on_any_chip_size() -> None:
     # An untrained model: offsets 0, so every pixel embeds at its own position.
     grid = coordinate_grid(37, 50, model.config.pixel_step, torch.device("cpu"))
     assert torch.allclose(embeddings, grid.expand_as(embeddings))
-
-
-@pytest.mark.slow
-def test_the_shipped_model_finds_the_buildings_of_a_scene_through_footprints_run(
-    prefect_api: str, tmp_path: Path
-) -> None:
-    shipped = get_method("spatial-embeddings").checkpoint
-    assert shipped is not None
-    assert shipped.stat().st_size < 10_000_000
-    store = LocalStore(tmp_path / "scene")
-    write_scene(store.write_bytes, 4, 5, gsd_m=0.3)
-    tile_set = find_tiles(store)
-    out = tmp_path / "buildings.gpkg"
-    command = ["-q", "run", f"--aoi={tile_set.bbox()}", "--source", str(store.root), "--out", str(out)]
-    assert main([*command, "--model", str(shipped), "--workers", "1"]) == 0
-    found = gpd.read_file(out, layer="buildings", engine="pyogrio")
-    assert set(found["method"]) == {"spatial-embeddings"}
-    report = score_footprints(scene_truth(tile_set), found, 0.3).overall
-    # It scores 0.72 here; the brightness-threshold baseline about 0.1 on such scenes.
-    assert report["f1"] > 0.6, report

@@ -13,13 +13,16 @@ from prefect import flow
 from footprints.geo.errors import InputError
 from footprints.geo.stores import S3Options
 from footprints.models.cityscapes import check_classes
+from footprints.models.coco_panoptic import PanopticSource
 from footprints.models.registry import get_method
 from footprints.models.training import TrainConfig
 from footprints.tasks.training import (
     evaluate_checkpoint,
     evaluate_checkpoint_cityscapes,
+    evaluate_checkpoint_panoptic,
     split,
     train_cityscapes,
+    train_coco_panoptic,
     train_model,
 )
 
@@ -46,17 +49,24 @@ def train_flow(
     architecture: dict[str, Any] | None = None,
     s3: S3Options = S3Options(),
     progress: bool = True,
+    panoptic: PanopticSource | None = None,
+    val_panoptic: PanopticSource | None = None,
+    min_area: int = 100,
 ) -> dict[str, Any]:
-    """Train one method on SpaceNet-layout data (folders or S3 prefixes) or on Cityscapes.
+    """Train one method on SpaceNet-layout data (folders or S3 prefixes), on Cityscapes or (the
+    pointer network) on COCO panoptic.
 
     Args:
         method: A method name (``vec2instance``, ``spatial-embeddings``).
         sources: For SpaceNet: folders or ``s3://`` prefixes of tiles with labels, in any layout
             geo.layouts reads. For Cityscapes: one folder, the root of leftImg8bit/ and gtFine/.
+            For COCO panoptic: none (see ``panoptic``).
         out: Path of the best checkpoint; the resumable state goes beside it (``*.last.pt``) and the
             validation report to ``*.json``.
         train_only: More SpaceNet sources, used for training only (not validated on).
-        dataset: ``spacenet`` (validated with the SpaceNet F1) or ``cityscapes`` (the official AP).
+        dataset: ``spacenet`` (validated with the SpaceNet F1, or the pointer network's
+            single-segment IoU), ``cityscapes`` (the official AP) or ``coco-panoptic`` (the
+            single-segment IoU, then PQ).
         classes: Cityscapes classes to learn (e.g. ``["car", "person"]``).
         splits: Cityscapes splits to train and validate on.
         epochs: Epochs, each validated.
@@ -73,12 +83,16 @@ def train_flow(
         architecture: Architecture settings of the method (see its Config class).
         s3: How to reach S3 sources.
         progress: Show progress bars.
+        panoptic: COCO panoptic: the training images, PNGs and JSON.
+        val_panoptic: COCO panoptic: the validation set (None: the training set itself).
+        min_area: COCO panoptic: segments under this many pixels are left out, as crowds are.
 
     Returns:
         The per-epoch history and the best checkpoint's validation scores.
 
     Raises:
-        InputError: An unknown dataset, or Cityscapes without classes or with more than one root.
+        InputError: An unknown dataset, Cityscapes without classes or with more than one root,
+            or COCO panoptic without its data or for a method other than the pointer network.
     """
     torch.manual_seed(seed)
     entry = get_method(method)
@@ -110,8 +124,20 @@ def train_flow(
         refs = split(sources, train_only or [], s3, val_fraction, seed)
         history = train_model(method, architecture or {}, refs, s3, config, out_path, resume, progress)
         report = evaluate_checkpoint(out_path, refs["val"], s3)
+    elif dataset == "coco-panoptic":
+        if entry.validation != "segment-iou":
+            raise InputError(method, "trains on COCO panoptic only as the pointer network (pointer)")
+        if panoptic is None:
+            raise InputError("coco-panoptic", "needs its images, panoptic PNGs and panoptic JSON")
+        val_data = val_panoptic or panoptic
+        # COCO has no ground size: the smallest segment is in pixels.
+        settings = {"pixel_size_m": 1.0, "min_area_m2": float(min_area), **(architecture or {})}
+        history = train_coco_panoptic(
+            method, settings, panoptic, val_data, min_area, config, out_path, resume, progress
+        )
+        report = evaluate_checkpoint_panoptic(out_path, val_data, min_area)
     else:
-        raise InputError(dataset, "unknown dataset; known: spacenet, cityscapes")
+        raise InputError(dataset, "unknown dataset; known: spacenet, cityscapes, coco-panoptic")
     summary = {"history": history, "validation": report}
     out_path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -29,6 +29,7 @@ from footprints.geo.errors import FootprintsError, InputError
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.scoring import ScoreReport, read_polygon_table, score
 from footprints.geo.stores import S3Options, open_store
+from footprints.models.coco_panoptic import PanopticSource
 from footprints.models.registry import METHODS
 from footprints.models.training import TrainConfig
 
@@ -47,13 +48,39 @@ def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     """--dataset, and where Cityscapes data is."""
     parser.add_argument(
         "--dataset",
-        choices=("spacenet", "cityscapes"),
+        choices=("spacenet", "cityscapes", "coco-panoptic"),
         default="spacenet",
         help="spacenet: tiles named by --data, scored with the SpaceNet F1; cityscapes: the "
-        "Cityscapes layout under --root, scored with the official AP (default spacenet)",
+        "Cityscapes layout under --root, scored with the official AP; coco-panoptic (the pointer "
+        "network): --images, --annotations and --panoptic-json, scored with panoptic quality and "
+        "the single-segment IoU (default spacenet)",
     )
     parser.add_argument("--root", help="Cityscapes: the folder holding leftImg8bit/ and gtFine/")
     parser.add_argument("--val-split", default="val", help="Cityscapes split to validate on (default val)")
+    coco = parser.add_argument_group("COCO panoptic")
+    coco.add_argument("--images", help="folder of the images")
+    coco.add_argument("--annotations", help="folder of the panoptic PNGs")
+    coco.add_argument("--panoptic-json", help="the panoptic JSON (images, annotations, categories)")
+    coco.add_argument(
+        "--min-area", type=int, default=100, help="leave out segments under this many pixels (default 100)"
+    )
+
+
+def _panoptic_source(args: argparse.Namespace, prefix: str = "") -> PanopticSource | None:
+    """The COCO panoptic data named by --images, --annotations and --panoptic-json (with a
+    prefix: --val-images, ...); None when none of them is given.
+
+    Raises:
+        InputError: Some of the three but not all.
+    """
+    names = ("images", "annotations", "panoptic_json")
+    given = [getattr(args, prefix + name, None) for name in names]
+    if not any(given):
+        return None
+    if not all(given):
+        missing = [f"--{(prefix + n).replace('_', '-')}" for n, g in zip(names, given, strict=True) if not g]
+        raise InputError("--dataset coco-panoptic", f"needs {', '.join(missing)} too")
+    return PanopticSource(*(str(g) for g in given))
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -208,15 +235,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from footprints.flows.api_server import prefect_api
     from footprints.flows.training import train_flow
 
-    cityscapes = args.dataset == "cityscapes"
+    cityscapes, coco = args.dataset == "cityscapes", args.dataset == "coco-panoptic"
+    panoptic = _panoptic_source(args) if coco else None
     if cityscapes and not (args.root and args.classes):
         raise InputError("--dataset cityscapes", "needs --root DIR and --classes car,person,...")
-    if not cityscapes and not args.data:
+    if coco and panoptic is None:
+        raise InputError(
+            "--dataset coco-panoptic", "needs --images DIR --annotations DIR --panoptic-json FILE"
+        )
+    if args.dataset == "spacenet" and not args.data:
         raise InputError("--data", "name at least one folder or s3:// prefix of labelled tiles")
     with prefect_api():
         summary = train_flow(
             args.method,
-            [args.root] if cityscapes else args.data,
+            [args.root] if cityscapes else args.data or [],
             args.out,
             train_only=args.train_only,
             dataset=args.dataset,
@@ -235,8 +267,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             architecture=dict(args.config),
             s3=_s3_options(args),
             progress=not args.quiet,
+            panoptic=panoptic,
+            val_panoptic=_panoptic_source(args, "val_") if coco else None,
+            min_area=args.min_area,
         )
-    metric = "AP" if cityscapes else "F1"
+    metric = "AP" if cityscapes else "IoU" if METHODS[args.method].validation == "segment-iou" else "F1"
     best = max(summary["history"], key=lambda h: h["val_score"])
     score, epoch = best["val_score"], best["epoch"]
     print(f"best validation {metric} {score:.4f} at epoch {epoch}; model saved to {args.out}")
@@ -253,6 +288,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(source)
     if args.dataset == "cityscapes":
         return _eval_cityscapes(args, segmenter, record)
+    if args.dataset == "coco-panoptic":
+        return _eval_coco_panoptic(args, segmenter, source)
     if not args.data:
         raise InputError("--data", "name at least one folder or s3:// prefix of labelled tiles")
     s3 = _s3_options(args)
@@ -285,6 +322,61 @@ def _eval_cityscapes(args: argparse.Namespace, segmenter: Any, record: dict[str,
         print(f"{name:<12} {_ap(scores['ap']):>7} {_ap(scores['ap50']):>7}")
     print(f"{'mean':<12} {_ap(report.ap):>7} {_ap(report.ap50):>7}")
     print(f"predictions in Cityscapes' format: {work}")
+    return 0
+
+
+def _eval_coco_panoptic(args: argparse.Namespace, segmenter: Any, source: Path | bytes) -> int:
+    """Score a pointer network on COCO panoptic: class-agnostic PQ, SQ, RQ by panopticapi's own
+    code, and the single-segment mean IoU."""
+    from footprints.models.pointer import PointerSegmenter
+    from footprints.tasks.evaluation import evaluate_coco_panoptic
+
+    data = _panoptic_source(args)
+    if data is None:
+        raise InputError(
+            "--dataset coco-panoptic", "needs --images DIR --annotations DIR --panoptic-json FILE"
+        )
+    if not isinstance(segmenter, PointerSegmenter):
+        raise InputError(str(source), "is not a pointer network checkpoint (train one with `train pointer`)")
+    work = Path(args.predictions) if args.predictions else Path(tempfile.mkdtemp(prefix="panoptic-"))
+    report = evaluate_coco_panoptic(segmenter, data, args.min_area, work, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    q = report.quality
+    print(f"COCO panoptic, class-agnostic, panopticapi's pq_compute, {report.images} images")
+    print(f"PQ {q.pq:.3f}  SQ {q.sq:.3f}  RQ {q.rq:.3f}")
+    print(f"single-segment mean IoU {report.segment_iou:.3f} over {report.segments} segments")
+    print(f"predictions in COCO's panoptic format: {work}")
+    return 0
+
+
+def cmd_segment_at(args: argparse.Namespace) -> int:
+    """The outline of the building under each point, into a GeoPackage."""
+    from footprints.geo.point_chips import parse_point
+    from footprints.tasks.segment_at import LAYER, segment_at, write_points
+
+    points = [parse_point(text) for text in args.at]
+    if not str(args.out).endswith(".gpkg"):
+        raise InputError(str(args.out), "the output must be a GeoPackage (.gpkg)")
+    if not 64 <= args.window <= 4096:
+        raise InputError(f"--window {args.window}", "a window has 64 to 4096 pixels a side")
+    results, model_id = segment_at(
+        args.source,
+        points,
+        str(args.model) if args.model else None,
+        window=args.window,
+        crs=args.crs,
+        s3=_s3_options(args),
+    )
+    written = write_points(args.out, results, args.crs, model_id)
+    for r in results:
+        where = f"{r.lon:.6f},{r.lat:.6f}"
+        if r.outline is None:
+            print(f"{where}: no building here")
+        else:
+            print(f"{where}: a building of {r.area_m2:.0f} m2 (score {r.score:.2f})")
+    print(f"{written} of {len(results)} points on a building; layer {LAYER} of {args.out}")
     return 0
 
 
@@ -333,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--train-split", default="train", help="Cityscapes split to train on (default train)"
         )
         one.add_argument("--classes", help="Cityscapes classes to learn, comma-separated (car,person,...)")
+        if entry.validation == "segment-iou":
+            val = one.add_argument_group("COCO panoptic validation (default: the training images)")
+            val.add_argument("--val-images", help="folder of the validation images")
+            val.add_argument("--val-annotations", help="folder of their panoptic PNGs")
+            val.add_argument("--val-panoptic-json", help="their panoptic JSON")
         one.add_argument("--out", required=True, help="path of the best checkpoint (.pt)")
         one.add_argument("--epochs", type=int, default=20)
         one.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
@@ -363,12 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
         one.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser(
-        "eval", help="SpaceNet F1 of a model on labelled tiles, or its official Cityscapes AP"
+        "eval", help="SpaceNet F1 of a model on labelled tiles, its official Cityscapes AP or COCO PQ"
     )
     _add_model_options(evaluate)
     evaluate.add_argument("--data", action="append", help="folder or s3:// prefix; repeat for more")
     _add_dataset_options(evaluate)
-    evaluate.add_argument("--predictions", help="Cityscapes: folder to keep the predictions in")
+    evaluate.add_argument(
+        "--predictions", help="Cityscapes and COCO panoptic: folder to keep the predictions in"
+    )
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_s3_options(evaluate)
     evaluate.set_defaults(run=cmd_eval)
@@ -419,6 +518,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_s3_options(run)
     run.set_defaults(run=cmd_run)
+
+    at = commands.add_parser(
+        "segment-at", help="the outline of the building under each point (click-to-segment)"
+    )
+    at.add_argument("--source", required=True, help="folder or s3://bucket/prefix of tiles")
+    at.add_argument(
+        "--at",
+        action="append",
+        required=True,
+        metavar="LON,LAT",
+        help="a point (write --at=LON,LAT); repeat for more",
+    )
+    at.add_argument(
+        "--model",
+        type=Path,
+        help="a centroid-pointer or pointer checkpoint (default: the shipped centroid-pointer)",
+    )
+    at.add_argument("--out", required=True, help="GeoPackage to write (layer buildings_at)")
+    at.add_argument("--crs", default=DEFAULTS.crs, help=f"output CRS (default {DEFAULTS.crs})")
+    at.add_argument(
+        "--window", type=int, default=384, help="pixels a side read round each point (default 384)"
+    )
+    _add_s3_options(at)
+    at.set_defaults(run=cmd_segment_at)
 
     demo = commands.add_parser("demo", help="the main job: a synthetic AOI through the AOI flow, scored")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

@@ -161,6 +161,10 @@ class Peaks:
     size: torch.Tensor
     score: torch.Tensor
 
+    def select(self, index: torch.Tensor) -> Peaks:
+        """The peaks at ``index`` (positions or a boolean mask)."""
+        return Peaks(self.batch[index], self.centre[index], self.size[index], self.score[index])
+
 
 def find_peaks(
     heat_logits: torch.Tensor,

@@ -41,6 +41,19 @@ class PanopticImage:
     segments: tuple[Segment, ...]
 
 
+@dataclass(frozen=True)
+class PanopticSource:
+    """Where a COCO panoptic data set is: its images, its panoptic PNGs and its panoptic JSON."""
+
+    images: str
+    annotations: str
+    json_file: str
+
+    def find(self) -> list[PanopticImage]:
+        """Its annotated images (see ``find_images``)."""
+        return find_images(self.images, self.annotations, self.json_file)
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
     """A panoptic JSON file, checked for the keys the project reads.
 

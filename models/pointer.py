@@ -24,7 +24,9 @@ an image stops when its ROI is nearly empty or after ``max_pointers`` pointers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .backbone import UNet
+from .data import LabelledTile
 from .instances import Instance, TorchSegmenter
 
 
@@ -115,11 +118,16 @@ class PointerModel(nn.Module):
         ``sample_prompts``); ``max_instances`` is unused (one segment per image)."""
         pointers, rois, targets = sample_prompts(ids, self.config, generator)
         device = images.device
-        logits = self(images, pointers.to(device), rois.to(device)).float()
-        loss = F.cross_entropy(logits, targets.to(device).long(), reduction="none")
-        inside = rois[:, 0].to(device)
-        per_image = (loss * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
-        return {"cross_entropy": per_image.mean()}
+        logits = self(images, pointers.to(device), rois.to(device))
+        return {"cross_entropy": roi_cross_entropy(logits, targets.to(device), rois.to(device))}
+
+
+def roi_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (b, 2, h, w) logits against (b, h, w) target masks, averaged over each
+    image's (b, 1, h, w) ROI (outside it the answer is known), then over the images."""
+    loss = F.cross_entropy(logits.float(), targets.long(), reduction="none")
+    inside = rois[:, 0]
+    return ((loss * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)).mean()
 
 
 def erode(masks: torch.Tensor, radius: int) -> torch.Tensor:
@@ -135,11 +143,9 @@ def sample_prompts(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training prompt per image of a batch of instance maps.
 
-    The target is a segment drawn in proportion to its area; each other segment leaves the
-    all-ones ROI with probability ``drop_others``; the pointer is a random pixel of the target
-    eroded by ``erosion_px`` (of the target itself where erosion leaves nothing). With
-    probability ``background_pointers`` (or when an image has no segment) the pointer falls on
-    background instead and the target is empty.
+    The target is a segment drawn in proportion to its area, or, with probability
+    ``background_pointers`` (and always in an image without segments), none: the pointer then
+    falls on background and the answer is the empty mask. See ``prompts_for`` for the rest.
 
     Args:
         ids: (b, h, w) instance ids, 0 for background.
@@ -149,29 +155,50 @@ def sample_prompts(
     Returns:
         Pointer maps (b, 1, h, w), ROI masks (b, 1, h, w), both float, and target masks (b, h, w).
     """
+    chosen = torch.zeros(len(ids), dtype=torch.long)
+    for b in range(len(ids)):
+        numbers, areas = torch.unique(ids[b][ids[b] > 0], return_counts=True)
+        on_background = len(numbers) == 0 or (
+            bool((ids[b] == 0).any())
+            and float(torch.rand((), generator=generator)) < config.background_pointers
+        )
+        if not on_background:
+            chosen[b] = numbers[torch.multinomial(areas.float(), 1, generator=generator)]
+    return prompts_for(ids, chosen, config, generator)
+
+
+def prompts_for(
+    ids: torch.Tensor, chosen: torch.Tensor, config: PointerConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training prompts for given targets.
+
+    Each segment other than the target leaves the all-ones ROI with probability
+    ``drop_others``; the pointer is a random pixel of the target eroded by ``erosion_px`` (of
+    the target itself where erosion leaves nothing), or of the background for target 0.
+
+    Args:
+        ids: (b, h, w) instance ids, 0 for background.
+        chosen: (b,) the target id of each image; 0 points at background (the answer: nothing).
+        config: The sampler's settings.
+        generator: The draws' source.
+
+    Returns:
+        Pointer maps (b, 1, h, w), ROI masks (b, 1, h, w), both float, and target masks (b, h, w).
+    """
     batch, rows, cols = ids.shape
     pointers = torch.zeros((batch, 1, rows, cols))
     rois = torch.ones((batch, 1, rows, cols))
-    targets = torch.zeros((batch, rows, cols), dtype=torch.bool)
+    targets = (ids == chosen[:, None, None]) & (chosen[:, None, None] > 0)
+    inner = erode(targets, config.erosion_px)
     for b in range(batch):
-        numbers, areas = torch.unique(ids[b][ids[b] > 0], return_counts=True)
-        background = ids[b] == 0
-        on_background = len(numbers) == 0 or (
-            bool(background.any()) and float(torch.rand((), generator=generator)) < config.background_pointers
-        )
-        if on_background:
-            where = background
-            dropped = numbers[torch.rand(len(numbers), generator=generator) < config.drop_others]
-        else:
-            target = numbers[torch.multinomial(areas.float(), 1, generator=generator)]
-            targets[b] = ids[b] == target
-            others = numbers[numbers != target]
-            dropped = others[torch.rand(len(others), generator=generator) < config.drop_others]
-            inner = erode(targets[b][None], config.erosion_px)[0]
-            where = inner if inner.any() else targets[b]
+        numbers = torch.unique(ids[b][ids[b] > 0])
+        others = numbers[numbers != chosen[b]]
+        dropped = others[torch.rand(len(others), generator=generator) < config.drop_others]
         rois[b, 0] = (~torch.isin(ids[b], dropped)).float()
-        at = int(torch.multinomial(where.flatten().float(), 1, generator=generator))
-        pointers[b, 0].view(-1)[at] = 1.0
+        where = (inner[b] if inner[b].any() else targets[b]) if chosen[b] > 0 else ids[b] == 0
+        if where.any():
+            at = int(torch.multinomial(where.flatten().float(), 1, generator=generator))
+            pointers[b, 0].view(-1)[at] = 1.0
     return pointers, rois, targets
 
 
@@ -256,11 +283,70 @@ class PointerSegmenter(TorchSegmenter[PointerModel]):
                 roi[b] &= ~mask
         return [Segmentation(f, p) for f, p in zip(found, pointed, strict=True)]
 
+    @torch.inference_mode()
+    def segment_ious(self, image: torch.Tensor, ids: np.ndarray, batch_size: int = 8) -> list[float]:
+        """The reference's single-segment metric on one image: for each segment of ``ids``, the
+        IoU of what the network finds under a pointer at the segment's deepest pixel (the
+        farthest from its edge), with the whole image as ROI.
+
+        Args:
+            image: (3, h, w) image in [0, 1].
+            ids: (h, w) segment ids, 0 for none.
+            batch_size: Pointers per forward pass.
+
+        Returns:
+            One IoU per segment, in id order.
+        """
+        numbers = np.unique(ids[ids > 0])
+        ious: list[float] = []
+        for start in range(0, len(numbers), batch_size):
+            masks = ids[None] == numbers[start : start + batch_size, None, None]
+            pointers = torch.zeros((len(masks), *ids.shape))
+            for j, mask in enumerate(masks):
+                row, col, _ = farthest_pixel(mask)
+                pointers[j, row, col] = 1.0
+            images = image[None].expand(len(masks), -1, -1, -1)
+            found = self.probabilities(images, pointers, torch.ones_like(pointers)).cpu().numpy()
+            found = found > self.config.threshold
+            ious += ((found & masks).sum((1, 2)) / (found | masks).sum((1, 2))).tolist()
+        return ious
+
+    @torch.inference_mode()
+    def segment_at(self, chips: torch.Tensor, points: torch.Tensor) -> list[Instance | None]:
+        """The segment under a point of each chip (the ROI the whole chip), or None where the
+        network does not put the point in any segment; its score is the probability there.
+
+        Args:
+            chips: (n, 3, rows, cols) chips in [0, 1].
+            points: (n, 2) the point of each chip, (x, y) in pixels.
+        """
+        n, _, rows, cols = chips.shape
+        pointers = torch.zeros((n, rows, cols))
+        where = points.long()
+        pointers[torch.arange(n), where[:, 1], where[:, 0]] = 1.0
+        probs = self.probabilities(chips, pointers, torch.ones_like(pointers)).float().cpu().numpy()
+        found: list[Instance | None] = []
+        for prob, (col, row) in zip(probs, where.tolist(), strict=True):
+            labelled: Any = ndimage.label(prob > self.config.threshold)  # (pieces, count)
+            pieces = np.asarray(labelled[0])
+            if pieces[row, col] == 0:
+                found.append(None)
+                continue
+            found.append(_crop(pieces == pieces[row, col], float(prob[row, col])))
+        return found
+
     def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
         """Every segment of each chip, by descending score (see models.instances.InstanceSegmenter)."""
         return [
             sorted(s.instances, key=lambda i: -i.score) for s in self.segment_everything(chips, pixel_size)
         ]
+
+
+def mean_segment_iou(segmenter: PointerSegmenter, tiles: Sequence[LabelledTile]) -> float:
+    """The single-segment metric (see ``PointerSegmenter.segment_ious``) over every segment of
+    every tile; 0 where there is none."""
+    ious = [iou for tile in tiles for iou in segmenter.segment_ious(torch.from_numpy(tile.image), tile.ids)]
+    return float(np.mean(ious)) if ious else 0.0
 
 
 def _crop(mask: np.ndarray, score: float) -> Instance:

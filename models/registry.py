@@ -16,8 +16,10 @@ from torch import nn
 
 from footprints.geo.errors import InputError, first_line
 
+from .centroid_pointer import CentroidPointerConfig, CentroidPointerModel, CentroidPointerSegmenter
 from .checkpoint import checkpoint_bytes, load_checkpoint
 from .instances import InstanceSegmenter
+from .pointer import PointerConfig, PointerModel, PointerSegmenter
 from .semi_conv import SemiConvConfig, SemiConvModel, SemiConvSegmenter
 from .spatial_embeddings import SpatialEmbeddingsConfig, SpatialEmbeddingsModel, SpatialEmbeddingsSegmenter
 from .threshold import ThresholdConfig, ThresholdModel, ThresholdSegmenter
@@ -44,6 +46,9 @@ class Method:
         checkpoint: The trained model that ships with the project, if any.
         recipe: The method's own training settings (TrainConfig fields: optimiser, schedule,
             learning rate), which a user's settings override.
+        validation: What training validates on: "f1" (the SpaceNet F1, or the official AP on
+            Cityscapes, of everything the method finds) or "segment-iou" (the mean IoU of the
+            segment found under a pointer inside each known segment).
     """
 
     name: str
@@ -54,6 +59,7 @@ class Method:
     losses: Losses | None = None
     checkpoint: Path | None = None
     recipe: dict[str, Any] = field(default_factory=dict)
+    validation: str = "f1"
 
     @property
     def trainable(self) -> bool:
@@ -105,6 +111,28 @@ register(
         losses=SemiConvModel.losses,
         # The paper gives no schedule for this backbone: the spatial-embeddings recipe.
         recipe={"optimiser": "adam", "schedule": "poly", "lr": 5e-4, "weight_decay": 1e-4},
+    )
+)
+register(
+    Method(
+        "pointer",
+        "pointer network with an ROI (the segment under a point; every segment by sequential pointing)",
+        PointerConfig,
+        PointerModel,
+        PointerSegmenter,
+        losses=PointerModel.losses,
+        validation="segment-iou",
+    )
+)
+register(
+    Method(
+        "centroid-pointer",
+        "centroid detector + pointer network (each peak points the network at its building)",
+        CentroidPointerConfig,
+        CentroidPointerModel,
+        CentroidPointerSegmenter,
+        losses=CentroidPointerModel.losses,
+        checkpoint=WEIGHTS / "centroid-pointer-default.pt",
     )
 )
 register(

@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from .backbone import UNet, conv_block
 from .centroid import CentreTargets, CentroidHead, Peaks, centre_losses, centre_targets, find_peaks
-from .instances import Instance, TorchSegmenter, resolve_overlaps
+from .crops import PasteSettings, crop_grids, paste_masks, sample_crops
+from .instances import Instance, TorchSegmenter
 
 
 @dataclass(frozen=True)
@@ -121,53 +122,6 @@ def coordinate_mlp(params: torch.Tensor, coords: torch.Tensor, hidden: int) -> t
     return torch.bmm(h, w_out).squeeze(2) + b_out
 
 
-def crop_grids(centre: torch.Tensor, side: torch.Tensor, shape: tuple[int, int], patch: int) -> torch.Tensor:
-    """Sampling grids (for grid_sample) of square crops, in the image's normalised coordinates.
-
-    Args:
-        centre: (n, 2) crop centres (x, y) in pixels.
-        side: (n,) crop sides in pixels.
-        shape: (rows, cols) of the image.
-        patch: Output side of each crop.
-
-    Returns:
-        (n, patch, patch, 2) grids.
-    """
-    rows, cols = shape
-    steps = torch.linspace(-1 + 1 / patch, 1 - 1 / patch, patch, device=centre.device)
-    u = centre[:, 0, None] + steps[None] * side[:, None] / 2  # (n, patch) pixel x
-    v = centre[:, 1, None] + steps[None] * side[:, None] / 2
-    gx = (2 * u / cols - 1)[:, None, :].expand(-1, patch, -1)
-    gy = (2 * v / rows - 1)[:, :, None].expand(-1, -1, patch)
-    return torch.stack([gx, gy], dim=-1)
-
-
-def sample_crops(
-    images: torch.Tensor, batch: torch.Tensor, centre: torch.Tensor, side: torch.Tensor, patch: int
-) -> torch.Tensor:
-    """Crops of many instances from a batch of images, one grid_sample call per image.
-
-    Args:
-        images: (b, c, rows, cols).
-        batch: (n,) image of each crop.
-        centre: (n, 2) centres in pixels.
-        side: (n,) sides in pixels.
-        patch: Output side.
-
-    Returns:
-        (n, c, patch, patch); zeros outside the image.
-    """
-    grids = crop_grids(centre, side, (images.shape[-2], images.shape[-1]), patch)
-    crops = images.new_zeros((len(batch), images.shape[1], patch, patch))
-    for b in torch.unique(batch).tolist():
-        index = torch.nonzero(batch == b).squeeze(1)
-        # Stack this image's grids along rows: one call samples all of its crops.
-        grid = grids[index].reshape(1, -1, patch, 2)
-        sampled = F.grid_sample(images[b : b + 1], grid.to(images.dtype), align_corners=False)
-        crops[index] = sampled.reshape(images.shape[1], len(index), patch, patch).transpose(0, 1)
-    return crops
-
-
 class Vec2InstanceModel(nn.Module):
     """The centroid network and the instance network, trained together."""
 
@@ -257,34 +211,10 @@ class Vec2InstanceSegmenter(TorchSegmenter[Vec2InstanceModel]):
                 heat, log_size, offset, cfg.stride, cfg.peak_threshold, cfg.min_distance, cfg.max_instances
             )
             inside = (peaks.centre[:, 0] < cols) & (peaks.centre[:, 1] < rows)
-            peaks = Peaks(peaks.batch[inside], peaks.centre[inside], peaks.size[inside], peaks.score[inside])
+            peaks = peaks.select(inside)
             side = (peaks.size * cfg.margin).clamp(min=4.0)
             params = self.model.instances(sample_crops(padded, peaks.batch, peaks.centre, side, cfg.patch))
         return decode_masks(params.float(), peaks, side, (rows, cols), batch_size, cfg)
-
-
-HIDDEN_BUDGET = 2**22  # elements of the (instances, pixels, hidden) tensor per evaluation
-
-
-def padded_sides(extent: torch.Tensor) -> torch.Tensor:
-    """Crop sides rounded up to a quarter of their power of two (8, 10, 12, 14, 16, 20, 24, ...).
-
-    Instances of one padded side are evaluated together; the steps grow with the size, so padding
-    adds at most a quarter to a side and there are few distinct sides.
-    """
-    step = torch.exp2(torch.floor(torch.log2(extent.float().clamp(min=8))) - 2).long()
-    return torch.div(extent + step - 1, step, rounding_mode="floor") * step
-
-
-def _chunks(sides: torch.Tensor, hidden: int, patch: int) -> list[tuple[torch.Tensor, int]]:
-    """(instance indexes, padded side) per batched evaluation, within the memory budget."""
-    chunks = []
-    for side in torch.unique(sides).tolist():
-        members = torch.nonzero(sides == side).squeeze(1)
-        samples = min(side, patch) ** 2
-        size = max(1, HIDDEN_BUDGET // (samples * hidden))
-        chunks += [(members[i : i + size], side) for i in range(0, len(members), size)]
-    return chunks
 
 
 def decode_masks(
@@ -295,72 +225,14 @@ def decode_masks(
     batch_size: int,
     config: Vec2InstanceConfig,
 ) -> list[list[Instance]]:
-    """Draw every instance over its crop's pixels, resolve overlaps, cut mask crops.
+    """Draw every instance's MLP over its crop's pixels, resolve overlaps, cut mask crops (see
+    crops.paste_masks)."""
 
-    Instances are grouped by padded crop size (see padded_sides); each group is evaluated in
-    batched matrix products, in chunks that bound the memory of the hidden layer. Overlaps are
-    resolved by score (see instances.resolve_overlaps): each pixel belongs to the highest-scoring
-    instance that claims it, and an instance left with less than ``min_owned`` of its pixels is
-    dropped as a duplicate.
-    """
-    rows, cols = shape
-    device = params.device
-    n = len(params)
-    if n == 0:
-        return [[] for _ in range(batch_size)]
-    x0 = torch.floor(peaks.centre[:, 0] - side / 2).clamp(0, cols - 1).long()
-    y0 = torch.floor(peaks.centre[:, 1] - side / 2).clamp(0, rows - 1).long()
-    x1 = torch.ceil(peaks.centre[:, 0] + side / 2).clamp(1, cols).long()
-    y1 = torch.ceil(peaks.centre[:, 1] + side / 2).clamp(1, rows).long()
-    extent = torch.maximum(x1 - x0, y1 - y0)
-    threshold = math.log(config.mask_threshold / (1 - config.mask_threshold))  # on logits
+    def draw(members: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        m, g = coords.shape[:2]
+        return coordinate_mlp(params[members], coords.reshape(m, -1, 2), config.hidden).reshape(m, 1, g, g)
 
-    pixel_index, pixel_owner, masks = [], [], []
-    for members, s in _chunks(padded_sides(extent), config.hidden, config.patch):
-        # The MLP is sampled on at most the training patch's grid (it was fitted there) and its
-        # logits are interpolated to every pixel: large buildings cost no more than the patch.
-        g = min(s, config.patch)
-        offsets = (torch.arange(g, device=device, dtype=torch.float32) + 0.5) * (s / g)
-        u = (x0[members, None] + offsets[None] - peaks.centre[members, 0, None]) / (side[members, None] / 2)
-        v = (y0[members, None] + offsets[None] - peaks.centre[members, 1, None]) / (side[members, None] / 2)
-        coords = torch.stack([u[:, None, :].expand(-1, g, -1), v[:, :, None].expand(-1, -1, g)], dim=-1)
-        logits = coordinate_mlp(params[members], coords.reshape(len(members), -1, 2), config.hidden)
-        logits = logits.reshape(-1, 1, g, g)
-        if g < s:
-            logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
-        inside = (torch.arange(s, device=device)[None, None, :] < (x1 - x0)[members, None, None]) & (
-            torch.arange(s, device=device)[None, :, None] < (y1 - y0)[members, None, None]
-        )
-        mask = (logits[:, 0] >= threshold) & inside
-        which, r, c = torch.nonzero(mask, as_tuple=True)
-        owner = members[which]
-        flat = (peaks.batch[owner] * rows + y0[owner] + r) * cols + x0[owner] + c
-        pixel_index.append(flat)
-        pixel_owner.append(owner)
-        masks.append((members, mask))
-
-    flat = torch.cat(pixel_index)
-    owner = torch.cat(pixel_owner)
-    keep, owned = resolve_overlaps(
-        flat, owner, peaks.score, batch_size * rows * cols, config.min_pixels, config.min_owned
+    settings = PasteSettings(
+        config.patch, config.mask_threshold, config.min_pixels, config.min_owned, channels=config.hidden
     )
-
-    # Clear the pixels each instance lost to a higher-scoring neighbour, then cut the crops.
-    lost_flat = flat[~owned]
-    lost_owner = owner[~owned]
-    lost_r = lost_flat // cols % rows - y0[lost_owner]
-    lost_c = lost_flat % cols - x0[lost_owner]
-    results: list[list[tuple[float, Instance]]] = [[] for _ in range(batch_size)]
-    for members, mask in masks:
-        position = torch.full((n,), -1, dtype=torch.long, device=device)
-        position[members] = torch.arange(len(members), device=device)
-        in_level = position[lost_owner] >= 0
-        mask[position[lost_owner[in_level]], lost_r[in_level], lost_c[in_level]] = False
-        mask_np = mask.cpu().numpy()
-        for j, i in enumerate(members.tolist()):
-            if not keep[i]:
-                continue
-            h, w = int(y1[i] - y0[i]), int(x1[i] - x0[i])
-            instance = Instance(mask_np[j, :h, :w].copy(), int(y0[i]), int(x0[i]), float(peaks.score[i]))
-            results[int(peaks.batch[i])].append((instance.score, instance))
-    return [[inst for _, inst in sorted(chip, key=lambda t: -t[0])] for chip in results]
+    return paste_masks(draw, peaks, side, shape, batch_size, settings).instances

@@ -1,11 +1,13 @@
 """Prefect tasks of the training flows: split the tiles, train, evaluate the best checkpoint.
 
-SpaceNet-layout sources are validated with the SpaceNet F1, Cityscapes with the official AP.
+SpaceNet-layout sources are validated with the SpaceNet F1, Cityscapes with the official AP, and
+the pointer network (on SpaceNet-layout data or COCO panoptic) with the single-segment mean IoU.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,17 @@ from typing import Any
 from prefect import task
 from prefect.runtime import task_run
 
+from footprints.geo.errors import InputError
 from footprints.geo.stores import S3Options
 from footprints.models.checkpoint import load_checkpoint
 from footprints.models.cityscapes import find_frames, read_frame
+from footprints.models.coco_panoptic import PanopticSource, read_labelled
 from footprints.models.data import ChipSampler, LabelledTile
+from footprints.models.pointer import PointerSegmenter, mean_segment_iou
 from footprints.models.registry import build_model, get_method, load_segmenter
 from footprints.models.training import TrainConfig, train
 
-from .evaluation import eval_tiles, evaluate, evaluate_cityscapes
+from .evaluation import eval_tiles, evaluate, evaluate_cityscapes, evaluate_coco_panoptic
 from .tiles import TileRef, open_sources, read_each, read_labelled_tile, split_tiles
 
 log = logging.getLogger(__name__)
@@ -58,14 +63,50 @@ def train_model(
     """
     tile_sets = open_sources(sorted({r.source for r in split_refs["train"]}), s3)
     labelled = read_each(split_refs["train"], tile_sets, read_labelled_tile)
-    val = eval_tiles(split_refs["val"], s3)
     entry = get_method(method)
+    data = {"train": [asdict(r) for r in split_refs["train"]], "val": [asdict(r) for r in split_refs["val"]]}
+    if entry.validation == "segment-iou":
+        val_sets = open_sources(sorted({r.source for r in split_refs["val"]}), s3)
+        val_tiles = read_each(split_refs["val"], val_sets, read_labelled_tile)
+        validate = _segment_iou(val_tiles)
+        return _train(method, architecture, labelled, validate, "IoU", config, out, resume, progress, data)
+    val = eval_tiles(split_refs["val"], s3)
 
-    def validate(trained: Any) -> float:
+    def validate_f1(trained: Any) -> float:
         return evaluate(entry.segmenter(trained, None), val).overall["f1"] if val else 0.0
 
-    data = {"train": [asdict(r) for r in split_refs["train"]], "val": [asdict(r) for r in split_refs["val"]]}
-    return _train(method, architecture, labelled, validate, "F1", config, out, resume, progress, data)
+    return _train(method, architecture, labelled, validate_f1, "F1", config, out, resume, progress, data)
+
+
+@task(name="train-model-coco-panoptic", retries=1, retry_delay_seconds=5)
+def train_coco_panoptic(
+    method: str,
+    architecture: dict[str, Any],
+    train_data: PanopticSource,
+    val_data: PanopticSource,
+    min_area: int,
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Train the pointer network on COCO panoptic images (crowd segments and segments under
+    ``min_area`` pixels left out), validating with the single-segment mean IoU every epoch. A
+    retry resumes from the last epoch's checkpoint."""
+    labelled = [read_labelled(image, min_area) for image in train_data.find()]
+    val_tiles = [read_labelled(image, min_area) for image in val_data.find()]
+    data = {"train": asdict(train_data), "val": asdict(val_data), "min_area": min_area}
+    validate = _segment_iou(val_tiles)
+    return _train(method, architecture, labelled, validate, "IoU", config, out, resume, progress, data)
+
+
+def _segment_iou(tiles: list[LabelledTile]) -> Callable[[Any], float]:
+    """Validation by the single-segment mean IoU (see models.pointer.mean_segment_iou)."""
+
+    def validate(trained: Any) -> float:
+        return mean_segment_iou(PointerSegmenter(trained), tiles)
+
+    return validate
 
 
 @task(name="train-model-cityscapes", retries=1, retry_delay_seconds=5)
@@ -144,3 +185,13 @@ def evaluate_checkpoint_cityscapes(out: Path, root: str, split: str) -> dict[str
     work = out.with_name(out.stem + ".cityscapes")
     classes = load_checkpoint(out)["config"]["classes"]
     return evaluate_cityscapes(load_segmenter(out), find_frames(root, split), classes, work).to_dict()
+
+
+@task(name="evaluate-checkpoint-panoptic")
+def evaluate_checkpoint_panoptic(out: Path, data: PanopticSource, min_area: int) -> dict[str, Any]:
+    """Class-agnostic PQ and the single-segment IoU of the best checkpoint on COCO panoptic images."""
+    work = out.with_name(out.stem + ".panoptic")
+    segmenter = load_segmenter(out)
+    if not isinstance(segmenter, PointerSegmenter):
+        raise InputError(str(out), "is not a pointer network checkpoint")
+    return evaluate_coco_panoptic(segmenter, data, min_area, work).to_dict()

@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import geopandas as gpd
 import numpy as np
@@ -41,6 +42,8 @@ from .errors import InputError, first_line
 from .files import keep_mode, locked
 from .overlap import pairwise_iou, pairwise_overlap
 from .runs import RunRecord
+
+T = TypeVar("T")
 
 LAYER = "buildings"
 RUNS = "runs"
@@ -120,11 +123,7 @@ def _write_locked(
         crs=buildings.crs,
     )
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gpkg", dir=path.parent)
-    os.close(handle)
-    os.unlink(tmp)  # GDAL creates the file itself
-    try:
+    def write(tmp: str) -> RunRecord:
         pyogrio.write_dataframe(
             merged,
             tmp,
@@ -138,15 +137,33 @@ def _write_locked(
         seconds = run.seconds | {"write": time.perf_counter() - started}
         record = replace(run, buildings=len(fresh), buildings_in_file=len(merged), seconds=seconds)
         row = pd.DataFrame([record.row()])
-        runs = pd.concat([runs, row], ignore_index=True) if len(runs) else row
-        pyogrio.write_dataframe(runs.astype(str), tmp, layer=RUNS, driver="GPKG")
+        all_runs = pd.concat([runs, row], ignore_index=True) if len(runs) else row
+        pyogrio.write_dataframe(all_runs.astype(str), tmp, layer=RUNS, driver="GPKG")
         pyogrio.write_dataframe(_style_table(), tmp, layer=STYLES, driver="GPKG")
+        return record
+
+    return replace_geopackage(path, write)
+
+
+def replace_geopackage(path: Path, write: Callable[[str], T]) -> T:
+    """Write a GeoPackage beside ``path`` with ``write`` (given the new file's path), then put it
+    in ``path``'s place: nobody sees half a file, and a failed write leaves ``path`` as it was.
+
+    Returns:
+        What ``write`` returns.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gpkg", dir=path.parent)
+    os.close(handle)
+    os.unlink(tmp)  # GDAL creates the file itself
+    try:
+        result = write(tmp)
         keep_mode(path, tmp)  # GDAL made it 0666 less the umask; a replaced file keeps its own
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return record
+    return result
 
 
 def _valid_polygons(geometry: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pyproj import CRS
 
 from footprints.geo.chips import ChipPlan, TileFootprint, read_chip
 from footprints.geo.errors import InputError
-from footprints.geo.files import keep_mode, new_file_beside
+from footprints.geo.geopackage import replace_geopackage
 from footprints.geo.layouts import find_tiles
 from footprints.geo.point_chips import point_chips
 from footprints.geo.raster import normalise
@@ -193,14 +192,7 @@ def write_points(path: str | Path, results: list[PointResult], crs: str, model_i
         ),
         geometry=gpd.GeoSeries(outlines, crs=crs),
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_file_beside(path)
-    try:
-        tmp.unlink()  # the driver creates the file itself
-        frame.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")
-        keep_mode(path, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_geopackage(
+        Path(path), lambda tmp: frame.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")
+    )
     return len(rows)

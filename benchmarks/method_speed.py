@@ -2,13 +2,15 @@
 
 For each method and batch size, prints the medians over several runs of: the network's forward
 pass per tile, the decoding per tile (Vec2Instance: peak finding, the instance network and the
-mask MLPs; the embedding methods: seed-driven clustering with their kernel), the decoding's
+mask MLPs; the embedding methods: seed-driven clustering with their kernel; centroid-pointer:
+peak finding and the pointer network's rounds over the buildings' crops), the decoding's
 share of the total, and the instances per tile. For the embedding methods a baseline measured in
 the same run clusters each tile on its own (as the reference does, one image at a time); the
 last column is its ratio to the batched clustering.
 
     python benchmarks/method_speed.py [--vec2instance CKPT] [--spatial-embeddings CKPT]
-                                      [--semi-conv CKPT] [--tiles 8] [--batch 1 4] [--repeats 5]
+                                      [--semi-conv CKPT] [--centroid-pointer CKPT]
+                                      [--tiles 8] [--batch 1 4] [--repeats 5]
 
 Without checkpoints it uses the shipped models. Tiles come from a synthetic AOI; the device is
 CUDA when present, else the CPU.
@@ -28,9 +30,11 @@ from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
 from footprints.models.backbone import UNet
 from footprints.models.centroid import find_peaks
+from footprints.models.centroid_pointer import CentroidPointerSegmenter
+from footprints.models.crops import sample_crops
 from footprints.models.embeddings import EmbeddingSegmenter, cluster
 from footprints.models.registry import load_segmenter, resolve_checkpoint
-from footprints.models.vec2instance import Vec2InstanceSegmenter, decode_masks, sample_crops
+from footprints.models.vec2instance import Vec2InstanceSegmenter, decode_masks
 from footprints.tasks.tiles import open_sources, read_model_input
 
 
@@ -63,6 +67,19 @@ def measure_vec2instance(segmenter: Vec2InstanceSegmenter, tiles: torch.Tensor, 
 
 
 @torch.inference_mode()
+def measure_centroid_pointer(segmenter: CentroidPointerSegmenter, tiles: torch.Tensor, repeats: int) -> str:
+    """Network: the centroid network. Decoding: peaks, the pointer network's rounds over every
+    building's crop, and pasting (the whole prediction less the network)."""
+    device, model = segmenter.device, segmenter.model
+    batch, _, rows, cols = tiles.shape
+    chips = F.pad(tiles, (0, -cols % UNet.multiple, 0, -rows % UNet.multiple)).to(device)
+    found = sum(len(chip) for chip in segmenter.predict(tiles))
+    network_ms = median_ms(lambda: model(chips), repeats, device)
+    whole_ms = median_ms(lambda: segmenter.predict(tiles), repeats, device)
+    return row(segmenter.method, batch, found, network_ms, whole_ms - network_ms, "")
+
+
+@torch.inference_mode()
 def measure_embeddings(segmenter: EmbeddingSegmenter, tiles: torch.Tensor, repeats: int) -> str:
     """Network: the branched ERFNet. Decoding: clustering with the method's kernel (batched, and
     tile by tile as a baseline)."""
@@ -92,6 +109,7 @@ def main() -> None:
     parser.add_argument("--vec2instance", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--spatial-embeddings", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--semi-conv", type=Path, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--centroid-pointer", type=Path, help="checkpoint (default: the shipped model)")
     parser.add_argument("--tiles", type=int, default=8, help="synthetic tiles to draw from")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=5)
@@ -105,6 +123,8 @@ def main() -> None:
         segmenter = load_segmenter(resolve_checkpoint(checkpoint, method)[0])
         assert isinstance(segmenter, EmbeddingSegmenter)
         embedding_methods.append(segmenter)
+    centroid_pointer = load_segmenter(resolve_checkpoint(args.centroid_pointer, "centroid-pointer")[0])
+    assert isinstance(centroid_pointer, CentroidPointerSegmenter)
     with tempfile.TemporaryDirectory() as folder:
         write_scene(LocalStore(folder).write_bytes, args.tiles, seed=2024)
         tile_set = open_sources([folder])[folder]
@@ -118,6 +138,7 @@ def main() -> None:
         print(measure_vec2instance(vec2instance, images[:batch], args.repeats))
         for segmenter in embedding_methods:
             print(measure_embeddings(segmenter, images[:batch], args.repeats))
+        print(measure_centroid_pointer(centroid_pointer, images[:batch], args.repeats))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ from timing import median_ms
 from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
 from footprints.models.centroid import find_peaks
+from footprints.models.crops import sample_crops
 from footprints.models.registry import load_segmenter, resolve_checkpoint
-from footprints.models.vec2instance import Vec2InstanceSegmenter, coordinate_mlp, decode_masks, sample_crops
+from footprints.models.vec2instance import Vec2InstanceSegmenter, coordinate_mlp, decode_masks
 from footprints.tasks.tiles import open_sources, read_model_input
 
 

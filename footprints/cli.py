@@ -239,6 +239,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     panoptic = _panoptic_source(args) if coco else None
     if cityscapes and not (args.root and args.classes):
         raise InputError("--dataset cityscapes", "needs --root DIR and --classes car,person,...")
+    if coco and METHODS[args.method].validation != "segment-iou":
+        raise InputError(args.method, "trains on COCO panoptic only as the pointer network (pointer)")
     if coco and panoptic is None:
         raise InputError(
             "--dataset coco-panoptic", "needs --images DIR --annotations DIR --panoptic-json FILE"

@@ -3,12 +3,14 @@ pq_compute, the training prompts, and sequential full-image segmentation that al
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from footprints.cli import main
 from footprints.models.coco_panoptic import find_images, read_labelled, read_segment_ids, write_prediction
 from footprints.models.panoptic_eval import panoptic_quality
 from footprints.models.pointer import (
@@ -162,3 +164,44 @@ def test_sequential_segmentation_ends_when_the_network_misses_everything() -> No
         assert image.instances == []
         assert 0 < len(image.pointers) <= 40
         assert len(set(image.pointers)) == len(image.pointers)
+
+
+def coco_options(sample: Path) -> list[str]:
+    return [
+        "--dataset",
+        "coco-panoptic",
+        "--images",
+        str(sample / "input_images"),
+        "--annotations",
+        str(sample / "panoptic_examples"),
+        "--panoptic-json",
+        str(sample / "panoptic_examples.json"),
+    ]
+
+
+@pytest.mark.slow
+def test_training_on_coco_panoptic_saves_a_model_that_eval_scores_as_the_flow_did(
+    sample: Path, prefect_api: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "pointer.pt"
+    train = ["-q", "train", "pointer", *coco_options(sample), "--out", str(out)]
+    settings = ["--epochs", "1", "--steps", "3", "--batch-size", "2", "--chip", "64", "--config", "width=4"]
+    assert main([*train, *settings]) == 0
+    flow_report = json.loads(out.with_suffix(".json").read_text())["validation"]
+    capsys.readouterr()
+    assert main(["-q", "eval", *coco_options(sample), "--model", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == flow_report
+    # 50 segments, less 3 crowds and 1 under 100 px; PQ = SQ x RQ.
+    assert (report["images"], report["segments"]) == (2, 46)
+    assert report["pq"] == pytest.approx(report["sq"] * report["rq"], abs=1e-5)
+
+
+def test_coco_panoptic_is_for_the_pointer_network_and_needs_its_three_paths(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    options = coco_options(sample)
+    assert main(["train", "vec2instance", *options, "--out", str(tmp_path / "x.pt")]) == 2
+    assert "only as the pointer network" in capsys.readouterr().err
+    assert main(["train", "pointer", *options[:4], "--out", str(tmp_path / "x.pt")]) == 2
+    assert "needs --annotations, --panoptic-json too" in capsys.readouterr().err

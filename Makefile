@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 LINKED := $(VENV)/.linked
-PACKAGES := footprints geo geo/synth models tasks flows
+# Folders whose files the strict editable tree links: packages, and the shipped weights.
+PACKAGES := footprints geo geo/synth models models/weights tasks flows
 
 .PHONY: run test lint format clean
 

@@ -131,7 +131,13 @@ def train_flow(
             raise InputError("coco-panoptic", "needs its images, panoptic PNGs and panoptic JSON")
         val_data = val_panoptic or panoptic
         # COCO has no ground size: the smallest segment is in pixels.
-        settings = {"pixel_size_m": 1.0, "min_area_m2": float(min_area), **(architecture or {})}
+        # A spread pointer trains far sooner (see PointerConfig.pointer_sigma_px).
+        settings = {
+            "pixel_size_m": 1.0,
+            "min_area_m2": float(min_area),
+            "pointer_sigma_px": 6.0,
+            **(architecture or {}),
+        }
         history = train_coco_panoptic(
             method, settings, panoptic, val_data, min_area, config, out_path, resume, progress
         )

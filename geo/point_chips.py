@@ -63,9 +63,9 @@ def point_chips(
     for i, point in enumerate(xy):
         if len(tree.query(point, predicate="intersects")) == 0:
             continue
-        col, row = inverse * (point.x, point.y)
+        col, row = inverse @ (point.x, point.y)
         row0, col0 = int(np.floor(row)) - size // 2, int(np.floor(col)) - size // 2
-        corners = [grid.transform * (col0 + dc, row0 + dr) for dr in (0, size) for dc in (0, size)]
+        corners = [grid.transform @ (col0 + dc, row0 + dr) for dr in (0, size) for dc in (0, size)]
         window = shapely.box(*shapely.MultiPoint(corners).bounds)
         tiles = tuple(sorted(keys[j] for j in tree.query(window, predicate="intersects")))
         chip_of[i] = len(chips)

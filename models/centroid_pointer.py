@@ -240,10 +240,11 @@ class CentroidPointerSegmenter(TorchSegmenter[CentroidPointerModel]):
     def segment_at(self, chips: torch.Tensor, points: torch.Tensor) -> list[Instance | None]:
         """The building under a point of each chip, or None where there is none.
 
-        The crop is that of the detected building whose box holds the point (the nearest such
-        centre), else a crop of ``patch`` pixels' building centred on the point; the pointer is
-        the point itself. The building is found when the pointer network puts the point inside
-        what it draws; its score is the network's probability there.
+        The building is one the detector found whose box holds the point (the nearest such
+        centre); the pointer network draws it in that building's crop, pointed at the point
+        itself, and it is the answer when what it draws holds the point. Its score is the
+        network's probability at the point. Where no detected building's box holds the point
+        there is no building.
 
         Args:
             chips: (n, 3, rows, cols) chips in [0, 1].
@@ -254,29 +255,34 @@ class CentroidPointerSegmenter(TorchSegmenter[CentroidPointerModel]):
         padded = F.pad(chips, (0, -cols % UNet.multiple, 0, -rows % UNet.multiple)).to(self._device)
         points = points.to(self._device).float()
         peaks = self.detect(padded)
-        centre = points.clone()
-        size = torch.full((n,), float(cfg.patch), device=self._device)
         distance = (peaks.centre - points[peaks.batch]).abs().amax(1)
         holding = distance <= peaks.size / 2
+        chosen = torch.full((n,), -1, dtype=torch.long, device=self._device)
         for i in range(n):
             mine = torch.nonzero(holding & (peaks.batch == i)).squeeze(1)
             if len(mine):
-                j = mine[torch.argmin(distance[mine])]
-                centre[i], size[i] = peaks.centre[j], peaks.size[j]
-        side = (size * cfg.margin).clamp(min=8.0)
-        at = (points - centre) / (side[:, None] / 2)
-        crops = Peaks(torch.arange(n, device=self._device), centre, size, torch.ones(n, device=self._device))
-        taken = torch.zeros(padded.shape[:1] + padded.shape[2:], dtype=torch.bool, device=self._device)
-        logits = self.pointer_logits(padded, taken, crops, side, at)
+                chosen[i] = mine[torch.argmin(distance[mine])]
+        found: list[Instance | None] = [None] * n
+        some = torch.nonzero(chosen >= 0).squeeze(1)
+        if len(some) == 0:
+            return found
+        crops = peaks.select(chosen[some])
+        crops = Peaks(torch.arange(len(some), device=self._device), crops.centre, crops.size, crops.score)
+        side = (crops.size * cfg.margin).clamp(min=8.0)
+        at = (points[some] - crops.centre) / (side[:, None] / 2)
+        taken = torch.zeros((len(some), *padded.shape[2:]), dtype=torch.bool, device=self._device)
+        logits = self.pointer_logits(padded[some], taken, crops, side, at)
         under = F.grid_sample(logits, at[:, None, None, :], align_corners=False)[:, 0, 0, 0]
-        crops = Peaks(crops.batch, centre, size, torch.sigmoid(under))
+        crops = Peaks(crops.batch, crops.centre, crops.size, torch.sigmoid(under))
 
         def draw(members: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
             return F.grid_sample(logits[members], coords, align_corners=False)
 
         settings = PasteSettings(cfg.patch, cfg.mask_threshold, 1, 0.0)
-        found = paste_masks(draw, crops, side, (rows, cols), n, settings).instances
-        return [_holding(chip, point) for chip, point in zip(found, points.cpu().tolist(), strict=True)]
+        drawn = paste_masks(draw, crops, side, (rows, cols), len(some), settings).instances
+        for i, chip, point in zip(some.tolist(), drawn, points[some].cpu().tolist(), strict=True):
+            found[i] = _holding(chip, point)
+        return found
 
 
 def _holding(instances: list[Instance], point: list[float]) -> Instance | None:

@@ -86,7 +86,8 @@ def test_a_missing_ground_truth_file_is_named(root: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("method", "settings"),
     [
-        ("spatial-embeddings", ()),
+        # 400 steps left it at car AP 0 on this machine (2026-12-07); 800 reach AP50 0.5.
+        ("spatial-embeddings", ("--steps", "100")),
         # 400 steps leave the semi-convolutional seeds short of 0.9 (AP 0 there); at 0.6 its car
         # AP50 is 0.71.
         ("semi-conv", ("--config", "seed_threshold=0.6")),

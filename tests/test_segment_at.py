@@ -69,9 +69,16 @@ def test_a_point_on_no_building_is_said_so(
 ) -> None:
     truth = scene_truth(scene)
     minx, miny, maxx, maxy = truth.total_bounds
-    grid = [(x, y) for x in np.linspace(minx, maxx, 15) for y in np.linspace(miny, maxy, 15)]
-    far = [p for p in grid if truth.distance(shapely.Point(p)).min() > 3e-5]  # some 3 m off any building
-    lon, lat = far[0]
+    grid = gpd.GeoSeries(
+        gpd.points_from_xy(
+            *(a.ravel() for a in np.meshgrid(np.linspace(minx, maxx, 15), np.linspace(miny, maxy, 15)))
+        ),
+        crs=truth.crs,
+    )
+    metric = truth.estimate_utm_crs()
+    buildings = shapely.union_all(truth.to_crs(metric).geometry.values)
+    far = grid[grid.to_crs(metric).distance(buildings) > 3]  # 3 m off any building
+    lon, lat = far.iloc[0].x, far.iloc[0].y
     out = tmp_path / "none.gpkg"
     assert (
         main(["-q", "segment-at", "--source", str(scene.store.root), f"--at={lon},{lat}", "--out", str(out)])

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from .backbone import UNet
 from .centroid import CentroidHead, Peaks, centre_losses, centre_targets, find_peaks
-from .crops import PasteSettings, paste_masks, sample_crops
+from .crops import PasteSettings, paste_masks, sample_crops, training_crops
 from .instances import Instance, TorchSegmenter
 from .pointer import PointerConfig, PointerModel, prompts_for, roi_cross_entropy
 
@@ -118,13 +118,8 @@ class CentroidPointerModel(nn.Module):
         n = targets.batch.numel()
         if n == 0:
             return losses | {"pointer": images.sum() * 0}
-        pick = torch.randperm(n, generator=generator)[:max_instances]
-        size = targets.size[pick]
-        jitter = (torch.rand((len(pick), 3), generator=generator) - 0.5) * 2
-        centre = targets.centre[pick] + jitter[:, :2] * 0.1 * size[:, None]
-        side = size * cfg.margin * torch.exp(jitter[:, 2] * 0.2)
         device = images.device
-        batch, centre, side = targets.batch[pick].to(device), centre.to(device), side.to(device)
+        pick, batch, centre, side = training_crops(targets, generator, max_instances, cfg.margin, 0.2, device)
         crops = sample_crops(images, batch, centre, side, cfg.patch)
         crop_ids = crop_labels(ids.to(device), batch, centre, side, cfg.patch).cpu()
         chosen = targets.ids[pick].clone()

@@ -7,6 +7,7 @@ checkpoint from elsewhere cannot run code when it is opened.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import warnings
@@ -45,6 +46,15 @@ def save_checkpoint(path: str | Path, content: dict[str, Any]) -> Path:
     with atomic_file(path) as f:
         f.write(checkpoint_bytes(content))
     return path
+
+
+def checkpoint_identity(source: Path | bytes, method: str) -> tuple[bytes, str, str]:
+    """A checkpoint's content, its id (its file's stem, or its method for one built from settings,
+    and a checksum prefix) and its SHA-256, as runs and outputs name it."""
+    content = source.read_bytes() if isinstance(source, Path) else source
+    digest = hashlib.sha256(content).hexdigest()
+    stem = source.stem if isinstance(source, Path) else method
+    return content, f"{stem}@{digest[:12]}", digest
 
 
 def load_checkpoint(

@@ -99,11 +99,8 @@ def write_predictions(
     masks.mkdir(parents=True, exist_ok=True)
     lines = []
     for number, inst in enumerate(instances):
-        full = np.zeros(shape, np.uint8)
-        h, w = inst.mask.shape
-        full[inst.row : inst.row + h, inst.col : inst.col + w][inst.mask] = 255
         path = masks / f"{number:04d}.png"
-        Image.fromarray(full).save(path)
+        Image.fromarray(inst.full_mask(shape).astype(np.uint8) * 255).save(path)
         label = name2label[classes[inst.label]].id
         lines.append(f"{path.relative_to(folder).as_posix()} {label} {inst.score:.6f}\n")
     listing = folder / f"{frame.name}_pred.txt"

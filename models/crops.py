@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .centroid import Peaks
+from .centroid import CentreTargets, Peaks
 from .instances import Instance, resolve_overlaps
 
 # (instance indexes, (m, g, g, 2) crop coordinates in [-1, 1]) -> (m, 1, g, g) mask logits
@@ -111,6 +111,30 @@ def sample_crops(
         sampled = F.grid_sample(images[b : b + 1], grid.to(images.dtype), mode=mode, align_corners=False)
         crops[index] = sampled.reshape(images.shape[1], len(index), patch, patch).transpose(0, 1)
     return crops
+
+
+def training_crops(
+    targets: CentreTargets,
+    generator: torch.Generator,
+    max_instances: int,
+    margin: float,
+    scale_jitter: float,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops round up to ``max_instances`` true buildings, jittered as the detector errs: the
+    centre by up to 10% of the building's size, the side (``margin`` times the size) by a factor
+    of up to exp(+-``scale_jitter``).
+
+    Returns:
+        (the buildings picked, as positions in ``targets``; each crop's image, centre and side,
+        on ``device``).
+    """
+    pick = torch.randperm(targets.batch.numel(), generator=generator)[:max_instances]
+    size = targets.size[pick]
+    jitter = (torch.rand((len(pick), 3), generator=generator) - 0.5) * 2
+    centre = targets.centre[pick] + jitter[:, :2] * 0.1 * size[:, None]
+    side = size * margin * torch.exp(jitter[:, 2] * scale_jitter)
+    return pick, targets.batch[pick].to(device), centre.to(device), side.to(device)
 
 
 def padded_sides(extent: torch.Tensor) -> torch.Tensor:

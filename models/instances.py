@@ -42,6 +42,13 @@ class Instance:
     score: float
     label: int = 0
 
+    def full_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The mask on a whole (rows, cols) chip or image."""
+        full = np.zeros(shape, bool)
+        h, w = self.mask.shape
+        full[self.row : self.row + h, self.col : self.col + w] = self.mask
+        return full
+
 
 class InstanceSegmenter(Protocol):
     """A trained method ready for inference."""

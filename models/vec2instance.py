@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .backbone import UNet, conv_block
 from .centroid import CentreTargets, CentroidHead, Peaks, centre_losses, centre_targets, find_peaks
-from .crops import PasteSettings, crop_grids, paste_masks, sample_crops
+from .crops import PasteSettings, crop_grids, paste_masks, sample_crops, training_crops
 from .instances import Instance, TorchSegmenter
 
 
@@ -164,14 +164,11 @@ class Vec2InstanceModel(nn.Module):
         n = targets.batch.numel()
         if n == 0:
             return images.sum() * 0
-        pick = torch.randperm(n, generator=generator)[:max_instances]
-        batch, ids_picked = targets.batch[pick], targets.ids[pick]
-        size = targets.size[pick]
-        jitter = (torch.rand((len(pick), 3), generator=generator) - 0.5) * 2
-        centre = targets.centre[pick] + jitter[:, :2] * 0.1 * size[:, None]
-        side = size * cfg.margin * torch.exp(jitter[:, 2] * 0.15)
         device = images.device
-        batch, centre, side = batch.to(device), centre.to(device), side.to(device)
+        pick, batch, centre, side = training_crops(
+            targets, generator, max_instances, cfg.margin, 0.15, device
+        )
+        ids_picked = targets.ids[pick]
         crops = sample_crops(images, batch, centre, side, cfg.patch)
         # The target: this building's own mask, resampled through the same crop.
         own = (ids.to(device)[batch] == ids_picked.to(device)[:, None, None]).float()[:, None]

@@ -21,7 +21,7 @@ from footprints.geo.vectorise import masks_to_polygons
 from footprints.models.cityscapes import Frame, read_frame, write_predictions
 from footprints.models.cityscapes_eval import CityscapesAP, evaluate_instances
 from footprints.models.coco_panoptic import PanopticSource, read_labelled, write_prediction
-from footprints.models.instances import Instance, InstanceSegmenter
+from footprints.models.instances import InstanceSegmenter
 from footprints.models.panoptic_eval import PanopticQuality, panoptic_quality
 from footprints.models.pointer import PointerSegmenter
 
@@ -166,16 +166,8 @@ def evaluate_coco_panoptic(
         pixels = torch.from_numpy(tile.image)
         found = segmenter.segment_everything(pixels[None])[0].instances
         rows, cols = tile.ids.shape
-        masks = [_full_mask(instance, rows, cols) for instance in found]
+        masks = [instance.full_mask((rows, cols)) for instance in found]
         predictions.append(write_prediction(work, image, masks, category_id=1))
         ious += segmenter.segment_ious(pixels, tile.ids)
     quality = panoptic_quality(Path(data.json_file), Path(data.annotations), predictions, work)
     return PanopticReport(quality, float(np.mean(ious)) if ious else 0.0, len(ious), len(images))
-
-
-def _full_mask(instance: Instance, rows: int, cols: int) -> np.ndarray:
-    """An instance's crop as a full-image boolean mask."""
-    mask = np.zeros((rows, cols), bool)
-    h, w = instance.mask.shape
-    mask[instance.row : instance.row + h, instance.col : instance.col + w] = instance.mask
-    return mask

@@ -6,7 +6,6 @@ tables. Pixels stay on the Dask workers (see chip_work.py).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -20,22 +19,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from footprints.geo.aoi import Aoi, read_aoi
-from footprints.geo.chips import ChipPlan, TileFootprint, footprint_polygons, plan_chips
+from footprints.geo.chips import ChipPlan, footprint_polygons, plan_chips
 from footprints.geo.dedup import Candidates, deduplicate
-from footprints.geo.errors import InputError
 from footprints.geo.geopackage import write_buildings
 from footprints.geo.layouts import find_tiles
 from footprints.geo.outputs import RunOutput
 from footprints.geo.runs import RunRecord
 from footprints.geo.stores import S3Options, open_store
-from footprints.geo.tile_index import TileIndex
 from footprints.geo.vectorise import to_metric
+from footprints.models.checkpoint import checkpoint_identity
 from footprints.models.registry import resolve_checkpoint
 
 from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch
 from .preflight import retry_unless_input_error
 from .progress import StageProgress
 from .resume import FinishedBatches
+from .tiles import tile_footprints
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +80,8 @@ def load_model(path: str | None = None, method: str | None = None) -> Model:
     """
     source, record = resolve_checkpoint(path, method)
     name = str(source) if isinstance(source, Path) else record["method"]
-    content = source.read_bytes() if isinstance(source, Path) else source
-    digest = hashlib.sha256(content).hexdigest()
-    stem = source.stem if isinstance(source, Path) else record["method"]
-    return Model(content, record["method"], name, f"{stem}@{digest[:12]}", digest)
+    content, model_id, digest = checkpoint_identity(source, record["method"])
+    return Model(content, record["method"], name, model_id, digest)
 
 
 @task(
@@ -101,19 +98,7 @@ def plan_run(aoi: Aoi, source: str, s3: S3Options, chip_size: int, overlap: int)
     fails the plan (StoreError), which Prefect tries again: nothing has been written yet.
     """
     tile_set = find_tiles(open_store(source, s3))
-    # Headers kept by earlier runs for the same object identities are not read again; a
-    # StoreError while reading the others fails the plan, to be retried.
-    infos = tile_set.headers(TileIndex.for_store(tile_set.store.uri))
-    unreadable = {
-        t.image_key: str(i) for t, i in zip(tile_set.tiles, infos, strict=True) if isinstance(i, InputError)
-    }
-    for reason in unreadable.values():
-        log.warning("left out a tile whose header cannot be read: %s", reason)
-    footprints = [
-        TileFootprint(t.image_key, t.sidecars, i, tile_set.etags.get(t.image_key, ""))
-        for t, i in zip(tile_set.tiles, infos, strict=True)
-        if not isinstance(i, InputError)
-    ]
+    footprints, unreadable = tile_footprints(tile_set)
     plan = replace(plan_chips(aoi, footprints, chip_size, overlap), unreadable=unreadable)
     log.info(
         "%d of %d tiles cover the AOI and its margin; %d chips of %d px (overlap %d)",

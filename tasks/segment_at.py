@@ -11,7 +11,6 @@ No Prefect and no Dask: a point costs well under a second, far less than startin
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -32,12 +31,14 @@ from footprints.geo.point_chips import point_chips
 from footprints.geo.raster import normalise
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.stores import S3Options, TileStore, open_store
-from footprints.geo.tile_index import TileIndex
 from footprints.geo.vectorise import largest_polygon, masks_to_polygons, to_metric
 from footprints.models.centroid_pointer import CentroidPointerSegmenter
+from footprints.models.checkpoint import checkpoint_identity
 from footprints.models.instances import Instance
 from footprints.models.pointer import PointerSegmenter
 from footprints.models.registry import load_segmenter, resolve_checkpoint
+
+from .tiles import tile_footprints
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +63,6 @@ class PointResult:
     outline: shapely.Geometry | None
     score: float
     area_m2: float
-
-
-def tile_footprints(store: TileStore) -> list[TileFootprint]:
-    """The headers of a store's tiles (from its tile index where unchanged); broken tiles left out
-    with a warning."""
-    tile_set = find_tiles(store)
-    infos = tile_set.headers(TileIndex.for_store(store.uri))
-    footprints = []
-    for tile, info in zip(tile_set.tiles, infos, strict=True):
-        if isinstance(info, InputError):
-            log.warning("left out a tile whose header cannot be read: %s", info)
-            continue
-        footprints.append(
-            TileFootprint(tile.image_key, tile.sidecars, info, tile_set.etags.get(tile.image_key, ""))
-        )
-    return footprints
 
 
 def segment_at(
@@ -112,10 +97,12 @@ def segment_at(
         raise InputError(
             where, f"is a {record['method']} checkpoint; segment-at needs {' or '.join(POINTER_METHODS)}"
         )
-    segmenter = load_segmenter(checkpoint)
+    content, model_id, _ = checkpoint_identity(checkpoint, record["method"])
+    segmenter = load_segmenter(content)
     assert isinstance(segmenter, PointerSegmenter | CentroidPointerSegmenter)
     store = open_store(source, s3)
-    plan, chip_of = point_chips(points, "EPSG:4326", tile_footprints(store), window)
+    footprints, _ = tile_footprints(find_tiles(store))
+    plan, chip_of = point_chips(points, "EPSG:4326", footprints, window)
     outside = [f"{lon:g},{lat:g}" for (lon, lat), c in zip(points, chip_of, strict=True) if c < 0]
     if outside:
         raise InputError(", ".join(outside), f"outside every tile of {store.uri}")
@@ -127,9 +114,7 @@ def segment_at(
         for point, c in zip(points, chip_of, strict=True)
     ]
     log.info("%d points in %.2f s", len(points), time.perf_counter() - started)
-    content = checkpoint.read_bytes() if isinstance(checkpoint, Path) else checkpoint
-    stem = checkpoint.stem if isinstance(checkpoint, Path) else record["method"]
-    return results, f"{stem}@{hashlib.sha256(content).hexdigest()[:12]}"
+    return results, model_id
 
 
 def _read_windows(plan: ChipPlan, store: TileStore) -> tuple[np.ndarray, np.ndarray]:

@@ -9,11 +9,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from footprints.geo.errors import FootprintsError
+from footprints.geo.chips import TileFootprint
+from footprints.geo.errors import FootprintsError, InputError
 from footprints.geo.layouts import Tile, TileSet, find_tiles
 from footprints.geo.raster import as_rgb, normalise, read_window, valid_pixels
 from footprints.geo.rasterize import instance_mask
 from footprints.geo.stores import S3Options, open_store
+from footprints.geo.tile_index import TileIndex
 from footprints.models.data import LabelledTile
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,27 @@ def read_labelled_tile(tile_set: TileSet, tile: Tile) -> LabelledTile:
     image = read_model_input(tile_set, tile)
     ids = instance_mask(tile_set.pixel_labels(tile), image.shape[1:])
     return LabelledTile(image, ids, tile_set.store.describe(tile.image_key))
+
+
+def tile_footprints(tile_set: TileSet) -> tuple[list[TileFootprint], dict[str, str]]:
+    """Every tile's header, as chips read them, and the tiles left out because their header
+    cannot be read (key -> reason, each logged as a warning).
+
+    Headers kept in the store's tile index for the same object identities are not read again; a
+    StoreError while reading the others is raised (the store, not a tile, is at fault).
+    """
+    infos = tile_set.headers(TileIndex.for_store(tile_set.store.uri))
+    unreadable = {
+        t.image_key: str(i) for t, i in zip(tile_set.tiles, infos, strict=True) if isinstance(i, InputError)
+    }
+    for reason in unreadable.values():
+        log.warning("left out a tile whose header cannot be read: %s", reason)
+    footprints = [
+        TileFootprint(t.image_key, t.sidecars, i, tile_set.etags.get(t.image_key, ""))
+        for t, i in zip(tile_set.tiles, infos, strict=True)
+        if not isinstance(i, InputError)
+    ]
+    return footprints, unreadable
 
 
 def read_each(

@@ -65,15 +65,8 @@ def peaks(centres: list[tuple[float, float]], scores: list[float]) -> Peaks:
 
 
 def found_masks(segmenter: CentroidPointerSegmenter) -> list[torch.Tensor]:
-    masks = []
-    for instance in segmenter.predict(torch.zeros((1, 3, SIDE, SIDE)))[0]:
-        full = torch.zeros((SIDE, SIDE), dtype=torch.bool)
-        h, w = instance.mask.shape
-        full[instance.row : instance.row + h, instance.col : instance.col + w] = torch.from_numpy(
-            instance.mask
-        )
-        masks.append(full)
-    return masks
+    found = segmenter.predict(torch.zeros((1, 3, SIDE, SIDE)))[0]
+    return [torch.from_numpy(instance.full_mask((SIDE, SIDE))) for instance in found]
 
 
 def test_a_second_round_with_the_found_buildings_out_of_the_roi_separates_touching_buildings() -> None:

@@ -28,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from functools import lru_cache
@@ -152,12 +154,20 @@ class TileIndex:
 
         Returns ``fallback`` (and warns) when the index cannot be used: the run goes on without.
         """
-        for attempt in (1, 2):
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        started_afresh = False
+        while True:
             try:
                 with self._connect() as connection:
                     return operation(connection)
             except sqlite3.Error as error:
                 if _is_busy(error):
+                    # SQLite answers "busy" at once, without waiting, where waiting could
+                    # deadlock (two connections setting up a fresh file at the same moment), so
+                    # the wait for another run's write is this loop's as well as SQLite's.
+                    if time.monotonic() < deadline:
+                        time.sleep(random.uniform(0.01, 0.05))
+                        continue
                     log.warning(
                         "tile index %s is busy (another run holds it for over %g s); going on "
                         "without it this time",
@@ -165,12 +175,13 @@ class TileIndex:
                         BUSY_TIMEOUT_S,
                     )
                     return fallback
-                if attempt == 2:
+                if started_afresh:
                     log.warning(
                         "cannot %s the tile index %s (%s); going on without it", verb, self.path, error
                     )
                     return fallback
                 log.warning("the tile index %s is unreadable (%s); starting it afresh", self.path, error)
+                started_afresh = True
                 try:
                     self._remove()
                 except OSError as removing:
@@ -181,7 +192,6 @@ class TileIndex:
             except OSError as error:  # the cache folder cannot be made
                 log.warning("cannot %s the tile index %s (%s); going on without it", verb, self.path, error)
                 return fallback
-        raise AssertionError("unreachable: the second attempt returns")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

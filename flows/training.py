@@ -130,12 +130,15 @@ def train_flow(
         if panoptic is None:
             raise InputError("coco-panoptic", "needs its images, panoptic PNGs and panoptic JSON")
         val_data = val_panoptic or panoptic
-        # COCO has no ground size: the smallest segment is in pixels.
-        # A spread pointer trains far sooner (see PointerConfig.pointer_sigma_px).
+        # COCO has no ground size: the smallest segment is in pixels. A spread pointer trains
+        # far sooner, and segments as wide as the image need image-wide context; most segments
+        # are small, and the metric weighs them as the large (see PointerConfig).
         settings = {
             "pixel_size_m": 1.0,
             "min_area_m2": float(min_area),
-            "pointer_sigma_px": 6.0,
+            "pointer_sigma_px": 3.0,
+            "context": True,
+            "target_power": 0.5,
             **(architecture or {}),
         }
         history = train_coco_panoptic(

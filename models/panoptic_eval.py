@@ -2,23 +2,26 @@
 
 The pointer network finds segments but knows no classes, so both sides are scored as one
 category: every ground-truth segment, thing or stuff, and every predicted segment are put in a
-single "segment" category, and the official code's own matching (``pq_compute_multi_core``, on
-the ground truth's own PNGs) and averaging (``PQStat.pq_average``) score them. PQ, SQ and RQ are
-then those of that category: a predicted segment matches a ground-truth one when their IoU is over
-0.5, crowd regions and unlabelled pixels are ignored as the official code ignores them.
+single "segment" category, and the official code's own matching (``pq_compute_single_core``, on
+the ground truth's own PNGs, a share of the images per core as ``pq_compute_multi_core`` does,
+but in a pool closed afterwards: that function leaves its pool's processes behind) and
+averaging (``PQStat.pq_average``) score them. PQ, SQ and RQ are then those of that category: a
+predicted segment matches a ground-truth one when their IoU is over 0.5, crowd regions and
+unlabelled pixels are ignored as the official code ignores them.
 (``pq_compute`` itself, which wraps the two, also averages over the stuff categories, and with
 none it divides by zero.)
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from panopticapi.evaluation import pq_compute_multi_core
+from panopticapi.evaluation import PQStat, pq_compute_single_core
 
 from footprints.geo.errors import InputError
 
@@ -70,10 +73,17 @@ def panoptic_quality(
     if missing:
         raise InputError(str(json_file), f"no prediction for images {missing}")
     matched = [(a, predicted[a["image_id"]]) for a in truth["annotations"]]
+    categories = {SEGMENT["id"]: SEGMENT}
+    cores = max(1, min(multiprocessing.cpu_count(), len(matched)))
+    shares = [matched[core::cores] for core in range(cores)]
+    jobs = [
+        (core, share, str(annotations), str(prediction_folder), categories)
+        for core, share in enumerate(shares)
+    ]
+    stats = PQStat()
     # The official code prints its progress; the caller reports the scores itself.
-    with redirect_stdout(StringIO()):
-        stats = pq_compute_multi_core(
-            matched, str(annotations), str(prediction_folder), {SEGMENT["id"]: SEGMENT}
-        )
-    scores, _ = stats.pq_average({SEGMENT["id"]: SEGMENT}, isthing=None)
+    with redirect_stdout(StringIO()), multiprocessing.Pool(cores) as pool:
+        for part in pool.starmap(pq_compute_single_core, jobs):
+            stats += part
+    scores, _ = stats.pq_average(categories, isthing=None)
     return PanopticQuality(float(scores["pq"]), float(scores["sq"]), float(scores["rq"]))

@@ -108,6 +108,16 @@ def test_prompts_point_inside_the_eroded_target_and_drop_only_other_segments() -
     assert chosen.count(4) > chosen.count(3)
 
 
+def test_target_power_0_draws_every_segment_alike_whatever_its_area() -> None:
+    config = PointerConfig(background_pointers=0.0, target_power=0.0)
+    ids = blocks().repeat(400, 1, 1)  # areas 416, 300, 64 and 640 px
+    _, _, targets = sample_prompts(ids, config, torch.Generator().manual_seed(0))
+    counts = torch.bincount(torch.stack([ids[b][targets[b]][0] for b in range(len(ids))]), minlength=5)[1:]
+    # 100 each expected; drawn by area, segment 3 would get 18 and segment 4 180.
+    assert counts.min() > 70
+    assert counts.max() < 130
+
+
 def test_an_image_without_segments_gets_a_background_pointer_and_an_empty_target() -> None:
     ids = torch.zeros((2, 32, 32), dtype=torch.long)
     pointers, rois, targets = sample_prompts(ids, PointerConfig(), torch.Generator().manual_seed(1))
@@ -116,8 +126,9 @@ def test_an_image_without_segments_gets_a_background_pointer_and_an_empty_target
     assert (pointers.flatten(1).sum(1) == 1).all()
 
 
-def test_the_model_starts_as_the_reference_and_takes_any_size() -> None:
-    model = PointerModel(PointerConfig(width=4))
+@pytest.mark.parametrize("context", [False, True])
+def test_the_model_starts_as_the_reference_and_takes_any_size(context: bool) -> None:
+    model = PointerModel(PointerConfig(width=4, context=context))
     assert (model.pointer.weight == 1).all()
     assert (model.roi.weight == 0).all()
     segmenter = PointerSegmenter(model, torch.device("cpu"))

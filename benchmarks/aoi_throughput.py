@@ -7,8 +7,11 @@ the flow's parallelism (one single-threaded pass per LocalCluster worker, side b
 pass at a time on every core. Prints a table: tiles/s and km^2/h end to end, peak memory of the
 process (flow and its workers), the share of time per stage (worker stages summed over workers),
 and the ratio of end-to-end time to each bare forward pass: the cost of everything that is not
-the model. With ``--credentials``, every size is measured a second time with AWS credentials in
-the environment, as on every S3 deployment, with the ratio of its time to the time without.
+the model. Then, as whole processes with their start-up, alternating: ``footprints run`` over the
+AOI as a user types it, and ``naive_tile_loop.py`` (the same model over each whole tile, one at a
+time, no overlap, no seams, no dedup), with the ratio of the two. With ``--credentials``, every
+size is measured a second time with AWS credentials in the environment, as on every S3
+deployment, with the ratio of its time to the time without.
 
     python benchmarks/aoi_throughput.py --tiles 16 64 256 --repeats 3
     python benchmarks/aoi_throughput.py --tiles 16 --repeats 3 --credentials
@@ -153,7 +156,11 @@ def main() -> None:
             write_scene(LocalStore(scene).write_bytes, tiles, seed=1, progress=True)
             (scene / "done").touch()
         for credentials, env in environments.items():
-            runs = [_measure_in_new_process(scene, args, env) for _ in range(args.repeats)]
+            runs = []
+            for _ in range(args.repeats):
+                run = _measure_in_new_process(scene, args, env)
+                run["run_process"], run["naive_process"] = _whole_processes(scene, args, env)
+                runs.append(run)
             rows.append((tiles, credentials, runs))
         print(f"measured {tiles} tiles", file=sys.stderr)
 
@@ -165,7 +172,8 @@ def main() -> None:
         "| tiles | AWS credentials | chips | km^2 | wall s | wall / without credentials | tiles/s | km^2/h "
         "| peak MiB | "
         + " | ".join(s.removeprefix("worker_") for s in STAGES)
-        + " | end-to-end / forward | end-to-end / forward on all cores |"
+        + " | end-to-end / forward | end-to-end / forward on all cores "
+        + "| `footprints run` process s | naive loop process s | run / naive | naive km^2/h |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -175,7 +183,7 @@ def main() -> None:
     for tiles, credentials, runs in rows:
         med = {
             k: statistics.median(r[k] for r in runs)
-            for k in ("wall", "forward", "forward_all_cores", "flow_mib")
+            for k in ("wall", "forward", "forward_all_cores", "flow_mib", "run_process", "naive_process")
         }
         stage = {s: statistics.median(r["seconds"].get(s, 0.0) for r in runs) for s in STAGES}
         total = sum(stage.values())
@@ -185,8 +193,41 @@ def main() -> None:
             f"{med['wall'] / baseline[tiles]:.2f} | {tiles / med['wall']:.2f} | "
             f"{km2 / med['wall'] * 3600:.1f} | {med['flow_mib']:.0f} | "
             + " | ".join(f"{stage[s] / total:.0%}" for s in STAGES)
-            + f" | {med['wall'] / med['forward']:.2f} | {med['wall'] / med['forward_all_cores']:.2f} |"
+            + f" | {med['wall'] / med['forward']:.2f} | {med['wall'] / med['forward_all_cores']:.2f} "
+            + f"| {med['run_process']:.1f} | {med['naive_process']:.1f} "
+            + f"| {med['run_process'] / med['naive_process']:.2f} | {km2 / med['naive_process'] * 3600:.1f} |"
         )
+
+
+def _whole_processes(scene: Path, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, float]:
+    """Seconds of ``footprints run`` over the whole AOI and of the naive per-tile loop, each a
+    whole process from its start (imports, Prefect's API, the cluster) to its exit."""
+    from footprints.geo.layouts import find_tiles
+    from footprints.geo.stores import LocalStore
+
+    bbox = find_tiles(LocalStore(scene)).bbox()
+    naive = Path(__file__).with_name("naive_tile_loop.py")
+    seconds = []
+    with tempfile.TemporaryDirectory() as out:
+        for command in (
+            [
+                str(Path(sys.executable).with_name("footprints")),
+                "-q",
+                "run",
+                f"--aoi={bbox}",
+                "--source",
+                str(scene),
+                "--out",
+                f"{out}/run.gpkg",
+            ]
+            + [f"--chip-size={args.chip}", f"--overlap={args.overlap}", f"--batch-size={args.batch}"]
+            + ([f"--workers={args.workers}"] if args.workers else []),
+            [sys.executable, str(naive), str(scene), f"{out}/naive.gpkg"],
+        ):
+            started = time.perf_counter()
+            subprocess.run(command, capture_output=True, check=True, env=env)
+            seconds.append(time.perf_counter() - started)
+    return seconds[0], seconds[1]
 
 
 def _measure_in_new_process(scene: Path, args: argparse.Namespace, env: dict[str, str]) -> dict:

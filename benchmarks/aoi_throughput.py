@@ -7,11 +7,13 @@ the flow's parallelism (one single-threaded pass per LocalCluster worker, side b
 pass at a time on every core. Prints a table: tiles/s and km^2/h end to end, peak memory of the
 process (flow and its workers), the share of time per stage (worker stages summed over workers),
 and the ratio of end-to-end time to each bare forward pass: the cost of everything that is not
-the model. Then, as whole processes with their start-up, alternating: ``footprints run`` over the
-AOI as a user types it, and ``naive_tile_loop.py`` (the same model over each whole tile, one at a
-time, no overlap, no seams, no dedup), with the ratio of the two. With ``--credentials``, every
-size is measured a second time with AWS credentials in the environment, as on every S3
-deployment, with the ratio of its time to the time without.
+the model; the model's FLOP per km^2 (torch's flop counter), the rate of a large float32 matrix
+product on every core, and the share of that rate the forward pass reaches. Then, as whole
+processes with their start-up, alternating: ``footprints run`` over the AOI as a user types it,
+and ``naive_tile_loop.py`` (the same model over each whole tile, one at a time, no overlap, no
+seams, no dedup), with the ratio of the two. With ``--credentials``, every size is measured a
+second time with AWS credentials in the environment, as on every S3 deployment, with the ratio
+of its time to the time without.
 
     python benchmarks/aoi_throughput.py --tiles 16 64 256 --repeats 3
     python benchmarks/aoi_throughput.py --tiles 16 --repeats 3 --credentials
@@ -44,6 +46,7 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     import numpy as np
     import torch
     from prefect import flow
+    from torch.utils.flop_counter import FlopCounterMode
 
     from footprints.flows.aoi import aoi_flow
     from footprints.geo.aoi import read_aoi
@@ -110,6 +113,11 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     for chips_batch in batches:
         predict(chips_batch)
     forward_all_cores = time.perf_counter() - started
+    # How close the forward pass comes to the machine: its FLOP (convolutions and matrix
+    # products, as torch counts them) against a large matrix product's rate on the same cores.
+    with FlopCounterMode(display=False) as counter:
+        predict(batches[0])
+    flop = counter.get_total_flops() / len(batches[0]) * len(chips)
     return {
         "wall": wall,
         "forward": forward,
@@ -120,6 +128,8 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
         "buildings": summary.buildings,
         "seconds": summary.seconds,
         "flow_mib": flow_mib,
+        "flop": flop,
+        "matmul_flops": _matmul_flops(),
     }
 
 
@@ -173,7 +183,8 @@ def main() -> None:
         "| peak MiB | "
         + " | ".join(s.removeprefix("worker_") for s in STAGES)
         + " | end-to-end / forward | end-to-end / forward on all cores "
-        + "| `footprints run` process s | naive loop process s | run / naive | naive km^2/h |"
+        + "| `footprints run` process s | naive loop process s | run / naive | naive km^2/h "
+        + "| model GFLOP / km^2 | matmul GFLOP/s | forward GFLOP/s on all cores | share of matmul |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -183,7 +194,16 @@ def main() -> None:
     for tiles, credentials, runs in rows:
         med = {
             k: statistics.median(r[k] for r in runs)
-            for k in ("wall", "forward", "forward_all_cores", "flow_mib", "run_process", "naive_process")
+            for k in (
+                "wall",
+                "forward",
+                "forward_all_cores",
+                "flow_mib",
+                "run_process",
+                "naive_process",
+                "flop",
+                "matmul_flops",
+            )
         }
         stage = {s: statistics.median(r["seconds"].get(s, 0.0) for r in runs) for s in STAGES}
         total = sum(stage.values())
@@ -195,8 +215,26 @@ def main() -> None:
             + " | ".join(f"{stage[s] / total:.0%}" for s in STAGES)
             + f" | {med['wall'] / med['forward']:.2f} | {med['wall'] / med['forward_all_cores']:.2f} "
             + f"| {med['run_process']:.1f} | {med['naive_process']:.1f} "
-            + f"| {med['run_process'] / med['naive_process']:.2f} | {km2 / med['naive_process'] * 3600:.1f} |"
+            + f"| {med['run_process'] / med['naive_process']:.2f} | {km2 / med['naive_process'] * 3600:.1f} "
+            + f"| {med['flop'] / km2 / 1e9:.0f} | {med['matmul_flops'] / 1e9:.1f} "
+            + f"| {med['flop'] / med['forward_all_cores'] / 1e9:.1f} "
+            + f"| {med['flop'] / med['forward_all_cores'] / med['matmul_flops']:.0%} |"
         )
+
+
+def _matmul_flops(side: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a float32 matrix product of two side x side matrices on every core (median)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    a, b = torch.rand(side, side), torch.rand(side, side)
+    a @ b  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - started)
+    return 2 * side**3 / statistics.median(seconds)
 
 
 def _whole_processes(scene: Path, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, float]:

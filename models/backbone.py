@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -19,6 +20,27 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold each batch norm that follows a convolution in a Sequential (``conv_block``'s layout)
+    into that convolution, in place: for inference only, as the batch norms' statistics become
+    fixed weights. Outputs stay the same to rounding; the forward pass no longer spends a tenth of
+    its time normalising (benchmarks/README.md).
+
+    Returns:
+        The model, in eval mode.
+    """
+    model.eval()
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = nn.Identity()
+    return model
 
 
 class UNet(nn.Module):

@@ -153,7 +153,7 @@ class CentroidPointerSegmenter(TorchSegmenter[CentroidPointerModel]):
         """The building centres the detector finds in (b, 3, rows, cols) chips, sides multiples
         of 32."""
         cfg = self.config
-        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+        with self.autocast():
             heat, log_size, offset = self.model(images)
         return find_peaks(
             heat, log_size, offset, cfg.stride, cfg.peak_threshold, cfg.min_distance, cfg.max_instances
@@ -182,7 +182,7 @@ class CentroidPointerSegmenter(TorchSegmenter[CentroidPointerModel]):
             pixel = ((at[part] + 1) / 2 * patch).long().clamp(0, patch - 1)
             pointers = torch.zeros_like(rois)
             pointers[torch.arange(len(pixel)), 0, pixel[:, 1], pixel[:, 0]] = 1.0
-            with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+            with self.autocast():
                 logits = self.model.pointer(crops, pointers, (rois > 0.5).float()).float()
             out.append(logits[:, 1:] - logits[:, :1])
         return torch.cat(out) if out else images.new_zeros((0, 1, patch, patch))

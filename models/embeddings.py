@@ -327,7 +327,7 @@ class EmbeddingSegmenter(TorchSegmenter[E]):
         _, _, rows, cols = chips.shape
         multiple = BranchedERFNet.multiple
         padded = F.pad(chips, (0, -cols % multiple, 0, -rows % multiple)).to(self._device)
-        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+        with self.autocast():
             raw, sigmas, seeds = self.network(padded)
         embeddings = self.network.embed(raw)[..., :rows, :cols]
         return embeddings, sigmas.float()[..., :rows, :cols], torch.sigmoid(seeds.float()[..., :rows, :cols])

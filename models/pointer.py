@@ -268,7 +268,7 @@ class PointerSegmenter(TorchSegmenter[PointerModel]):
         maps = [
             F.pad(m, pad).to(self._device) for m in (images, pointers[:, None].float(), rois[:, None].float())
         ]
-        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+        with self.autocast():
             logits = self.model(*maps)
         return torch.softmax(logits.float(), dim=1)[:, 1, :rows, :cols]
 

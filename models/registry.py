@@ -16,6 +16,7 @@ from torch import nn
 
 from footprints.geo.errors import InputError, first_line
 
+from .backbone import fold_batch_norms
 from .centroid_pointer import CentroidPointerConfig, CentroidPointerModel, CentroidPointerSegmenter
 from .checkpoint import checkpoint_bytes, load_checkpoint
 from .instances import InstanceSegmenter
@@ -268,4 +269,4 @@ def load_segmenter(path: str | Path | bytes, device: torch.device | None = None)
     name = f"checkpoint of {len(path)} bytes" if isinstance(path, bytes) else str(path)
     model = check_weights(name, record)
     model.load_state_dict(record["state_dict"])
-    return get_method(record["method"]).segmenter(model, device)
+    return get_method(record["method"]).segmenter(fold_batch_norms(model), device)

@@ -202,7 +202,7 @@ class Vec2InstanceSegmenter(TorchSegmenter[Vec2InstanceModel]):
         batch_size, _, rows, cols = chips.shape
         multiple = UNet.multiple
         padded = F.pad(chips, (0, -cols % multiple, 0, -rows % multiple)).to(self._device)
-        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+        with self.autocast():
             heat, log_size, offset = self.model(padded)
             peaks = find_peaks(
                 heat, log_size, offset, cfg.stride, cfg.peak_threshold, cfg.min_distance, cfg.max_instances

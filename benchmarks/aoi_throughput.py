@@ -7,13 +7,13 @@ the flow's parallelism (one single-threaded pass per LocalCluster worker, side b
 pass at a time on every core. Prints a table: tiles/s and km^2/h end to end, peak memory of the
 process (flow and its workers), the share of time per stage (worker stages summed over workers),
 and the ratio of end-to-end time to each bare forward pass: the cost of everything that is not
-the model; the model's FLOP per km^2 (torch's flop counter), the rate of a large float32 matrix
-product on every core, and the share of that rate the forward pass reaches. Then, as whole
-processes with their start-up, alternating: ``footprints run`` over the AOI as a user types it,
-and ``naive_tile_loop.py`` (the same model over each whole tile, one at a time, no overlap, no
-seams, no dedup), with the ratio of the two. With ``--credentials``, every size is measured a
-second time with AWS credentials in the environment, as on every S3 deployment, with the ratio
-of its time to the time without.
+the model; the model's FLOP per km^2 (torch's flop counter), the rate of a large matrix
+product in the precision the model runs in on every core, and the share of that rate the
+forward pass reaches. Then, as whole processes with their start-up, alternating: ``footprints
+run`` over the AOI as a user types it, and ``naive_tile_loop.py`` (the same model over each
+whole tile, one at a time, no overlap, no seams, no dedup), with the ratio of the two. With
+``--credentials``, every size is measured a second time with AWS credentials in the
+environment, as on every S3 deployment, with the ratio of its time to the time without.
 
     python benchmarks/aoi_throughput.py --tiles 16 64 256 --repeats 3
     python benchmarks/aoi_throughput.py --tiles 16 --repeats 3 --credentials
@@ -34,6 +34,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 from footprints.geo.runs import DEFAULTS
 
 STAGES = ("plan", "worker_read", "worker_model", "worker_vectorise", "merge", "write")
@@ -44,7 +46,6 @@ AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "benchmark", "AWS_SECRET_ACCESS_KEY": "b
 def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | None) -> dict:
     """One run of the flow and of the bare forward pass over the same chips (in this process)."""
     import numpy as np
-    import torch
     from prefect import flow
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -129,7 +130,8 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
         "seconds": summary.seconds,
         "flow_mib": flow_mib,
         "flop": flop,
-        "matmul_flops": _matmul_flops(),
+        "precision": str(segmenter.dtype).removeprefix("torch."),
+        "matmul_flops": _matmul_flops(segmenter.dtype),
     }
 
 
@@ -184,7 +186,8 @@ def main() -> None:
         + " | ".join(s.removeprefix("worker_") for s in STAGES)
         + " | end-to-end / forward | end-to-end / forward on all cores "
         + "| `footprints run` process s | naive loop process s | run / naive | naive km^2/h "
-        + "| model GFLOP / km^2 | matmul GFLOP/s | forward GFLOP/s on all cores | share of matmul |"
+        + "| model GFLOP / km^2 | precision | matmul GFLOP/s | forward GFLOP/s on all cores "
+        + "| share of matmul |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -216,18 +219,16 @@ def main() -> None:
             + f" | {med['wall'] / med['forward']:.2f} | {med['wall'] / med['forward_all_cores']:.2f} "
             + f"| {med['run_process']:.1f} | {med['naive_process']:.1f} "
             + f"| {med['run_process'] / med['naive_process']:.2f} | {km2 / med['naive_process'] * 3600:.1f} "
-            + f"| {med['flop'] / km2 / 1e9:.0f} | {med['matmul_flops'] / 1e9:.1f} "
+            + f"| {med['flop'] / km2 / 1e9:.0f} | {runs[0]['precision']} | {med['matmul_flops'] / 1e9:.1f} "
             + f"| {med['flop'] / med['forward_all_cores'] / 1e9:.1f} "
             + f"| {med['flop'] / med['forward_all_cores'] / med['matmul_flops']:.0%} |"
         )
 
 
-def _matmul_flops(side: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a float32 matrix product of two side x side matrices on every core (median)."""
-    import torch
-
+def _matmul_flops(dtype: torch.dtype, side: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a matrix product of two side x side matrices of ``dtype`` on every core (median)."""
     torch.set_num_threads(os.cpu_count() or 1)
-    a, b = torch.rand(side, side), torch.rand(side, side)
+    a, b = torch.rand(side, side).to(dtype), torch.rand(side, side).to(dtype)
     a @ b  # warm-up
     seconds = []
     for _ in range(repeats):

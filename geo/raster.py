@@ -159,12 +159,45 @@ def stretch_limits(
         (low, high) float32 arrays of one value per band, or None when no pixel is valid.
     """
     pixels = image.reshape(image.shape[0], -1)
-    if valid is not None:
+    if valid is not None and not valid.all():
         pixels = pixels[:, valid.reshape(-1)]
     if pixels.shape[1] == 0:
         return None
-    low, high = np.percentile(pixels, [low_percentile, high_percentile], axis=1).astype(np.float32)
+    quantiles = np.array([low_percentile, high_percentile]) / 100
+    if pixels.dtype in (np.uint8, np.uint16):
+        low, high = _histogram_quantiles(pixels, quantiles).astype(np.float32)
+    else:
+        low, high = np.quantile(pixels, quantiles, axis=1).astype(np.float32)
     return low, high
+
+
+def _histogram_quantiles(pixels: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """np.quantile of each row of small unsigned integers, to the bit, from its histogram.
+
+    Counting values and reading order statistics off the cumulative counts costs a fifth of the
+    partial sort np.quantile does; the interpolation between the two order statistics around
+    each quantile is numpy's own (its "linear" method), so the results are identical.
+
+    Args:
+        pixels: (bands, n) uint8 or uint16 values, n > 0.
+        quantiles: Quantiles in [0, 1].
+
+    Returns:
+        (len(quantiles), bands) float64 values.
+    """
+    n = pixels.shape[1]
+    position = quantiles * (n - 1)
+    below = np.floor(position)
+    fraction = position - below
+    ranks = np.stack([below, np.minimum(below + 1, n - 1)]).astype(np.int64)  # (2, quantiles)
+    out = np.empty((len(quantiles), pixels.shape[0]))
+    for band, values in enumerate(pixels):
+        cumulative = np.cumsum(np.bincount(values))
+        a, b = np.searchsorted(cumulative, ranks, side="right").astype(np.float64)
+        # numpy's _lerp: from the lower value below t = 0.5, from the upper one from there on.
+        difference = b - a
+        out[:, band] = np.where(fraction >= 0.5, b - difference * (1 - fraction), a + difference * fraction)
+    return out
 
 
 def stretch(image: np.ndarray, limits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

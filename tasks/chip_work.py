@@ -25,6 +25,7 @@ from distributed import Worker, WorkerPlugin, get_worker
 from pyproj import CRS
 
 from footprints.geo.chips import Chip, ChipPlan, Limits, TileFootprint, read_chip, tile_limits
+from footprints.geo.errors import FootprintsError
 from footprints.geo.raster import ground_pixel_size
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.stores import S3Options, TileStore, open_store
@@ -171,22 +172,50 @@ class BatchResult:
     worker: str = ""
 
 
-def segment_batch(plugin: str, plan: ChipPlan, chip_ids: list[int], vectorising: Vectorising) -> BatchResult:
+def stretch_limits_of(plugin: str, plan: ChipPlan, keys: list[str]) -> dict[str, Limits | None]:
+    """The stretch limits of some of the plan's tiles, each read whole on this worker.
+
+    A tile that cannot be read is left out: each chip that covers it meets the error again when
+    it reads the tile, and reports it (see segment_batch).
+    """
+    model: ModelPlugin = get_worker().plugins[plugin]  # type: ignore[assignment]
+    found = {}
+    for key in keys:
+        try:
+            found[key] = model.tile_limits(plan.tiles[key])
+        except FootprintsError:
+            continue
+    return found
+
+
+def segment_batch(
+    plugin: str,
+    plan: ChipPlan,
+    chip_ids: list[int],
+    vectorising: Vectorising,
+    limits: dict[str, Limits | None] | None = None,
+) -> BatchResult:
     """Read, segment and vectorise a batch of chips on this worker.
 
-    A tile a chip cannot read is reported in ``failed`` and left out of the chip; the chip's
-    other tiles, and the rest of the batch, go on.
+    ``limits`` holds the stretch limits of tiles already worked out for the run (see
+    stretch_limits_of); a tile's limits missing there are worked out here. A tile a chip cannot
+    read is reported in ``failed`` and left out of the chip; the chip's other tiles, and the
+    rest of the batch, go on.
     """
     worker = get_worker()
     model: ModelPlugin = worker.plugins[plugin]  # type: ignore[assignment]
     assert model.segmenter is not None
     assert model.store is not None
     result = BatchResult(worker=worker.address)
+    known = limits or {}
+
+    def limits_of(fp: TileFootprint) -> Limits | None:
+        return known[fp.key] if fp.key in known else model.tile_limits(fp)
 
     started = time.perf_counter()
     chips, images, valids = [], [], []
     for chip in (plan.chips[i] for i in chip_ids):
-        read = read_chip(chip, plan, model.path, model.tile_limits, model.store.describe)
+        read = read_chip(chip, plan, model.path, limits_of, model.store.describe)
         for key, error in read.failed.items():
             result.failed.append((chip.id, key, error))
         if not read.valid.any():

@@ -19,7 +19,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from footprints.geo.aoi import Aoi, read_aoi
-from footprints.geo.chips import ChipPlan, footprint_polygons, plan_chips
+from footprints.geo.chips import ChipPlan, Limits, footprint_polygons, plan_chips
 from footprints.geo.dedup import Candidates, deduplicate
 from footprints.geo.geopackage import write_buildings
 from footprints.geo.layouts import find_tiles
@@ -30,7 +30,7 @@ from footprints.geo.vectorise import to_metric
 from footprints.models.checkpoint import checkpoint_identity
 from footprints.models.registry import resolve_checkpoint
 
-from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch
+from .chip_work import BatchResult, Model, ModelPlugin, Vectorising, segment_batch, stretch_limits_of
 from .preflight import retry_unless_input_error
 from .progress import StageProgress
 from .resume import FinishedBatches
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Pauses before the second and third tries of the batches that could not read a tile.
 READ_RETRY_DELAYS_S = (2.0, 8.0)
+# Tiles per task of the stretch stage: few enough to spread over the workers, enough to keep
+# Dask's per-task cost small beside the reads (about 25 ms a tile).
+STRETCH_TILES_PER_TASK = 8
 
 
 @dataclass
@@ -134,7 +137,9 @@ def segment_chips(
 
     Inference asks for a ``GPU`` resource when any worker of the cluster offers one; the model
     is loaded once per worker by a worker plugin. ``torch_threads`` sets the threads of each
-    forward pass (see ModelPlugin). Batches that could not read a tile are run again, up to
+    forward pass (see ModelPlugin). Each tile's stretch limits are worked out once for the run,
+    spread over the workers, before the chips (a chip reads several tiles, and a tile is read by
+    several chips on different workers). Batches that could not read a tile are run again, up to
     twice, after the pauses of READ_RETRY_DELAYS_S. With ``finished``, the batches an
     interrupted run had finished are taken from there, and each batch that finishes whole is
     saved there.
@@ -146,6 +151,12 @@ def segment_chips(
         resources = {"GPU": 1} if any("GPU" in w.get("resources", {}) for w in workers) else None
         shared_plan = client.scatter(plan, broadcast=True)
 
+        results = finished.load(batches) if finished is not None else {}
+        pending = [n for n in range(len(batches)) if n not in results]
+        keys = sorted({key for n in pending for i in batches[n] for key in plan.chips[i].tiles})
+        limits = _stretch_limits(client, plugin.name, shared_plan, keys, resources)
+        shared_limits = client.scatter(limits, broadcast=True)
+
         def submit(batch: list[int]) -> Future:
             return client.submit(
                 segment_batch,
@@ -153,6 +164,7 @@ def segment_chips(
                 shared_plan,
                 batch,
                 vectorising,
+                shared_limits,
                 resources=resources,
                 retries=2,
                 pure=False,
@@ -163,11 +175,10 @@ def segment_chips(
             if finished is not None and not result.failed:
                 finished.save(n, batches[n], result)
 
-        results = finished.load(batches) if finished is not None else {}
         resumed = len(results)
         if resumed:
             log.info("resuming: %d of %d batches were finished by an earlier try", resumed, len(batches))
-        futures = {submit(batch): n for n, batch in enumerate(batches) if n not in results}
+        futures = {submit(batches[n]): n for n in pending}
         with StageProgress("segment", len(plan.chips), "chip", bar=progress) as chips_done:
             chips_done.update(sum(len(batches[n]) for n in results))
             for future in as_completed(futures):
@@ -186,6 +197,27 @@ def segment_chips(
                 done(futures[future], future.result())
     segmented = _gather(plan, [results[n] for n in sorted(results)], vectorising)
     return replace(segmented, batches=len(batches), resumed=resumed)
+
+
+def _stretch_limits(
+    client: Client, plugin: str, plan: object, keys: list[str], resources: dict[str, int] | None
+) -> dict[str, Limits | None]:
+    """The stretch limits of the tiles ``keys``, each tile read once, in tasks over the workers
+    (``plan``: the run's ChipPlan, scattered to them).
+
+    No progress bar of its own: it takes a few seconds beside the segment stage's minutes.
+    """
+    started = time.perf_counter()
+    groups = [keys[i : i + STRETCH_TILES_PER_TASK] for i in range(0, len(keys), STRETCH_TILES_PER_TASK)]
+    futures = [
+        client.submit(stretch_limits_of, plugin, plan, group, resources=resources, pure=False)
+        for group in groups
+    ]
+    limits: dict[str, Limits | None] = {}
+    for future in as_completed(futures):
+        limits.update(future.result())
+    log.debug("stretch limits of %d tiles in %.1f s", len(keys), time.perf_counter() - started)
+    return limits
 
 
 def _gather(plan: ChipPlan, results: list[BatchResult], vectorising: Vectorising) -> Segmented:

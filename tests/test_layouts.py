@@ -9,7 +9,7 @@ import pytest
 
 from footprints.geo.labels import read_label_file
 from footprints.geo.layouts import find_tiles
-from footprints.geo.raster import normalise, read_window
+from footprints.geo.raster import normalise, read_window, stretch_limits
 from footprints.geo.rasterize import instance_mask
 from footprints.geo.stores import LocalStore
 
@@ -107,3 +107,23 @@ def test_plain_folder_with_same_stem_labels_and_pixel_labels(shared_data: Path) 
     assert tile.label_key == tile.image_id + ".geojson"
     assert tile.pixel_label_key == tile.image_id + "_PIX.geojson"
     assert tile_set.shared_label_key is None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_stretch_limits_are_numpy_s_percentiles_to_the_bit(dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        rows, cols = rng.integers(1, 60, 2)
+        top = np.iinfo(dtype).max if dtype != np.float32 else 1e4
+        image = rng.integers(0, min(top, 2048) if trial % 2 else top, (3, rows, cols)).astype(dtype)
+        valid = rng.random((rows, cols)) > 0.3 if trial % 3 else None
+        pixels = image.reshape(3, -1) if valid is None else image.reshape(3, -1)[:, valid.reshape(-1)]
+        for low, high in ((2.0, 98.0), (0.0, 100.0), (13.7, 61.1)):
+            found = stretch_limits(image, valid, low, high)
+            if pixels.shape[1] == 0:
+                assert found is None
+                continue
+            assert found is not None
+            expected = np.percentile(pixels, [low, high], axis=1).astype(np.float32)
+            np.testing.assert_array_equal(found[0], expected[0])
+            np.testing.assert_array_equal(found[1], expected[1])

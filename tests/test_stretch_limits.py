@@ -1,0 +1,47 @@
+"""Each tile's stretch limits are worked out once per run, however many chips and workers read it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from footprints.flows.aoi import aoi_flow
+from footprints.geo.layouts import find_tiles
+from footprints.geo.stores import LocalStore
+from footprints.geo.synth import write_scene
+from footprints.tasks import chip_work
+
+
+@pytest.mark.slow
+def test_each_tile_is_stretched_once_per_run_across_workers(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "scene")
+    write_scene(store.write_bytes, 4, seed=2, tile_size=320)
+    tile_set = find_tiles(store)
+    # The flow's LocalCluster runs its workers as threads of this process: a counting wrapper
+    # round the real function sees every worker's calls.
+    counted: Counter[str] = Counter()
+    real = chip_work.tile_limits
+
+    def counting(path: Path, fp: chip_work.TileFootprint, name: str) -> chip_work.Limits | None:
+        counted[fp.key] += 1
+        return real(path, fp, name)
+
+    monkeypatch.setattr(chip_work, "tile_limits", counting)
+    record = aoi_flow(
+        tile_set.bbox(),
+        str(store.root),
+        str(tmp_path / "out.gpkg"),
+        chip_size=128,
+        overlap=32,
+        dask_workers=2,
+        progress=False,
+    )
+    # 128 px chips over 320 px tiles: every tile is read by several chips, on both workers.
+    assert record.chips >= 4 * len(tile_set.tiles)
+    assert len(record.workers) == 2
+    assert sorted(counted) == sorted(t.image_key for t in tile_set.tiles)
+    assert set(counted.values()) == {1}, counted

@@ -17,7 +17,7 @@ first form and the largest difference of the centre logits from the first form's
   (``pip install onnxruntime onnx``); it is not a dependency of the project.
 
     python benchmarks/forward_levers.py --chip 1024 --batch 1 --threads 1 --repeats 7
-    python benchmarks/forward_levers.py --chip 512 --batch 4 --threads 1 --compile
+    python benchmarks/forward_levers.py --chip 1024 --batch 1 --threads 1 --repeats 9 --compile
 """
 
 from __future__ import annotations

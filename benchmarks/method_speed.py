@@ -53,16 +53,22 @@ def measure_vec2instance(segmenter: Vec2InstanceSegmenter, tiles: torch.Tensor, 
     device, model, cfg = segmenter.device, segmenter.model, segmenter.config
     batch, _, rows, cols = tiles.shape
     chips = F.pad(tiles, (0, -cols % UNet.multiple, 0, -rows % UNet.multiple)).to(device)
-    maps = model(chips)
+
+    def network() -> tuple[torch.Tensor, ...]:
+        with segmenter.autocast():  # the precision predict runs the networks in
+            return model(chips)
+
+    maps = network()
 
     def decode() -> list:
         peaks = find_peaks(*maps, cfg.stride, cfg.peak_threshold, cfg.min_distance, cfg.max_instances)
         side = (peaks.size * cfg.margin).clamp(min=4.0)
-        params = model.instances(sample_crops(chips, peaks.batch, peaks.centre, side, cfg.patch))
+        with segmenter.autocast():
+            params = model.instances(sample_crops(chips, peaks.batch, peaks.centre, side, cfg.patch))
         return decode_masks(params.float(), peaks, side, (rows, cols), batch, cfg)
 
     found = sum(len(chip) for chip in decode())
-    network_ms = median_ms(lambda: model(chips), repeats, device)
+    network_ms = median_ms(network, repeats, device)
     return row("vec2instance", batch, found, network_ms, median_ms(decode, repeats, device), "")
 
 
@@ -74,7 +80,12 @@ def measure_centroid_pointer(segmenter: CentroidPointerSegmenter, tiles: torch.T
     batch, _, rows, cols = tiles.shape
     chips = F.pad(tiles, (0, -cols % UNet.multiple, 0, -rows % UNet.multiple)).to(device)
     found = sum(len(chip) for chip in segmenter.predict(tiles))
-    network_ms = median_ms(lambda: model(chips), repeats, device)
+
+    def network() -> tuple[torch.Tensor, ...]:
+        with segmenter.autocast():
+            return model(chips)
+
+    network_ms = median_ms(network, repeats, device)
     whole_ms = median_ms(lambda: segmenter.predict(tiles), repeats, device)
     return row(segmenter.method, batch, found, network_ms, whole_ms - network_ms, "")
 

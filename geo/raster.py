@@ -174,9 +174,10 @@ def stretch_limits(
 def _histogram_quantiles(pixels: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """np.quantile of each row of small unsigned integers, to the bit, from its histogram.
 
-    Counting values and reading order statistics off the cumulative counts costs a fifth of the
-    partial sort np.quantile does; the interpolation between the two order statistics around
-    each quantile is numpy's own (its "linear" method), so the results are identical.
+    Counting values and reading order statistics off the cumulative counts costs a tenth of the
+    partial sort np.quantile does (1.6 against 20 ms for a 650 px tile of three bands); the
+    interpolation between the two order statistics around each quantile is numpy's own (its
+    "linear" method), so the results are identical.
 
     Args:
         pixels: (bands, n) uint8 or uint16 values, n > 0.

@@ -25,8 +25,8 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """Fold each batch norm that follows a convolution in a Sequential (``conv_block``'s layout)
     into that convolution, in place: for inference only, as the batch norms' statistics become
-    fixed weights. Outputs stay the same to rounding; the forward pass no longer spends a tenth of
-    its time normalising (benchmarks/README.md).
+    fixed weights. Outputs stay the same to rounding, and every activation is passed over once
+    less: 0 to 20% faster in benchmarks/README.md's runs.
 
     Returns:
         The model, in eval mode.

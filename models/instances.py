@@ -95,8 +95,8 @@ def inference_dtype(device: torch.device) -> torch.dtype:
     """The precision the networks run in on ``device``: bfloat16 where the hardware computes it
     natively (CUDA, CPUs with AVX512-BF16 or AMX), float32 elsewhere.
 
-    On this project's 2-core CPU bfloat16 ran the default model's forward pass 2.1 times faster
-    than float32 (both channels-last) at the same F1 (benchmarks/README.md). The environment
+    On this project's 2-core CPU bfloat16 ran the default model's network about twice as fast
+    as float32 (both channels-last, batch norms folded) at the same F1 (benchmarks/README.md). The environment
     variable FOOTPRINTS_PRECISION ("float32" or "bfloat16") overrides the choice.
 
     Raises:
@@ -116,8 +116,8 @@ class TorchSegmenter(Generic[M]):
     the model on it in eval mode and channels-last layout, and the precision its networks run in.
 
     Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions:
-    1.5 times the float32 forward speed of the default model on this project's CPU, with the
-    same outputs to 1e-5.
+    1.3 to 1.5 times the float32 speed of the default model's network on this project's CPU,
+    with the same outputs to 1e-5.
     """
 
     def __init__(self, model: M, device: torch.device | None = None) -> None:

@@ -210,7 +210,7 @@ def _stretch_limits(
     started = time.perf_counter()
     groups = [keys[i : i + STRETCH_TILES_PER_TASK] for i in range(0, len(keys), STRETCH_TILES_PER_TASK)]
     futures = [
-        client.submit(stretch_limits_of, plugin, plan, group, resources=resources, pure=False)
+        client.submit(stretch_limits_of, plugin, plan, group, resources=resources, retries=2, pure=False)
         for group in groups
     ]
     limits: dict[str, Limits | None] = {}

@@ -12,19 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any
 
 import pandas as pd
 
 from footprints import __version__
-from footprints.console import Stopped, configure_console, stopping_cleanly
+from footprints.console import Stopped, configure_console, report_stop, stopping_cleanly
 from footprints.geo.errors import FootprintsError, InputError
 from footprints.geo.runs import DEFAULTS
 from footprints.geo.scoring import ScoreReport, read_polygon_table, score
@@ -32,6 +31,7 @@ from footprints.geo.stores import S3Options, open_store
 from footprints.models.coco_panoptic import PanopticSource
 from footprints.models.registry import METHODS
 from footprints.models.training import TrainConfig
+from footprints.prefect_server import TemporaryServer
 
 MAX_SYNTH_TILES = 10_000
 
@@ -163,7 +163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from footprints.flows.api_server import prefect_api
     from footprints.flows.demo import demo_flow
 
-    with prefect_api():
+    with prefect_api(launched=args.api_server):
         result = demo_flow(
             Path(args.out),
             tiles=args.tiles,
@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dask_workers=args.workers,
         dask_address=args.dask_address,
     )
-    with prefect_api():
+    with prefect_api(launched=args.api_server):
         aoi_flow(
             aoi=args.aoi,
             source=args.source,
@@ -247,7 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if args.dataset == "spacenet" and not args.data:
         raise InputError("--data", "name at least one folder or s3:// prefix of labelled tiles")
-    with prefect_api():
+    with prefect_api(launched=args.api_server):
         summary = train_flow(
             args.method,
             [args.root] if cityscapes else args.data or [],
@@ -554,9 +554,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``footprints`` command."""
+def main(argv: Sequence[str] | None = None, api_server: TemporaryServer | None = None) -> int:
+    """Run a ``footprints`` command; return its exit status.
+
+    Args:
+        argv: The arguments (default: the process's).
+        api_server: A temporary Prefect API server already starting, for a command that runs a
+            flow (see footprints/command.py); None starts one when the flow needs it.
+    """
     args = build_parser().parse_args(argv)
+    args.api_server = api_server
     configure_console(args.verbose)
     try:
         with stopping_cleanly():
@@ -565,26 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"footprints: error: {error}", file=sys.stderr)
         return 2
     except Stopped as stopped:
-        print(f"footprints: stopped by {stopped.signal_name}", file=sys.stderr)
-        return cast(int, stopped.code)
-
-
-def command() -> NoReturn:
-    """The ``footprints`` executable: `main`, then exit with its status.
-
-    A run stopped by a signal has unwound when `main` returns (the flow run Crashed, the cluster
-    and the temporary server closed, nothing half-written), but the forward passes in flight were
-    not awaited, and their threads still run. The process leaves at once rather than finalise the
-    interpreter around them: waiting would take seconds, and torch aborts when its thread pools
-    are torn down under a running thread.
-    """
-    code = main()
-    if code > 128:  # 128 + the signal that stopped the run
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+        return report_stop(stopped)
 
 
 if __name__ == "__main__":
-    command()
+    sys.exit(main())

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import cast
 
 PROJECT = "footprints"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -84,6 +85,12 @@ class Stopped(SystemExit):
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
         self.signal_name = signal.Signals(signum).name
+
+
+def report_stop(stopped: Stopped) -> int:
+    """Say what stopped the command, on stderr; return the exit status it calls for."""
+    print(f"footprints: stopped by {stopped.signal_name}", file=sys.stderr)
+    return cast(int, stopped.code)
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:

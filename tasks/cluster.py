@@ -60,7 +60,7 @@ def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tu
                 # The process is going away (the command line turns SIGTERM and SIGINT into
                 # SystemExit): the batches in flight are discarded, not awaited. Closing a worker
                 # waits for its forward pass by default, seconds on a busy machine; the thread is
-                # a daemon, and the command leaves without finalising around it (cli.command).
+                # a daemon, and the command leaves without finalising around it (footprints/command.py).
                 for worker in list(cluster.workers.values()):
                     cluster.sync(worker.close, executor_wait=False, reason="run-stopped")
                 raise

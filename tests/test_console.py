@@ -107,7 +107,7 @@ def test_console_shows_the_runs_own_lines_and_its_summary_only(
         check=False,
     )
     assert verbose.returncode == 0, verbose.stderr
-    assert re.search(r"DEBUG footprints\.flows\.api_server: temporary Prefect API server on ", verbose.stderr)
+    assert re.search(r"DEBUG footprints\.prefect_server: temporary Prefect API server on ", verbose.stderr)
     assert "INFO distributed.scheduler" in verbose.stderr
 
 

@@ -40,9 +40,10 @@ try:
 except OSError:  # not glibc: nothing to trim
     _LIBC = None
 
-# A worker's process may grow this far past its size after its first batch before freed
-# memory is handed back to the system.
+# A worker's process may grow this far past its largest size over its first batches before
+# freed memory is handed back to the system.
 _MEMORY_SLACK = 128 << 20
+_SIZING_BATCHES = 4
 # Stretch limits of this many tiles are kept per worker: a few numbers each, so memory stays flat.
 _LIMITS_KEPT = 256
 
@@ -91,6 +92,7 @@ class ModelPlugin(WorkerPlugin):
         self.paths: dict[str, Path] = {}
         self.limits: OrderedDict[str, Limits | None] = OrderedDict()
         self.memory_ceiling: int | None = None
+        self.sized: list[int] = []  # the process's size after each of the first batches
 
     def setup(self, worker: Worker) -> None:
         """Load the model; share the machine's cores between the forward passes running at once.
@@ -110,11 +112,16 @@ class ModelPlugin(WorkerPlugin):
         per-thread arenas: without trimming, a run's memory creeps up with fragmentation
         (measured: +150 MiB over 256 tiles). Trimming after every batch cost a fifth more time
         in page faults, a low trim threshold (as Dask's nanny sets) almost half; trimming only
-        past a ceiling keeps memory flat for little (benchmarks/README.md).
+        past a ceiling keeps memory flat for little (benchmarks/README.md). The ceiling is set
+        above the largest size over the worker's first few batches, not after its first: the
+        other workers of the process are then at their peaks too, and a ceiling set too low
+        trimmed after half of a 256-tile run's batches, for 3 s of page faults.
         """
         rss = psutil.Process().memory_info().rss
         if self.memory_ceiling is None:
-            self.memory_ceiling = rss + _MEMORY_SLACK
+            self.sized.append(rss)
+            if len(self.sized) == _SIZING_BATCHES:
+                self.memory_ceiling = max(self.sized) + _MEMORY_SLACK
         elif rss > self.memory_ceiling and _LIBC is not None:
             _LIBC.malloc_trim(0)
 

@@ -161,3 +161,48 @@ def test_a_signal_stops_the_run_leaving_no_process_or_port(
     left = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
     assert not (tmp_path / "out.gpkg").exists()  # nothing half-written
+
+
+def _children_when_started(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    """The command and its children, once it has started a child (its temporary server)."""
+    command = psutil.Process(process.pid)
+    while not command.children() and process.poll() is None:
+        time.sleep(0.05)
+    return [command, *command.children(recursive=True)]
+
+
+@pytest.mark.slow
+def test_a_signal_as_the_command_starts_stops_its_server(scene: tuple[Path, str], tmp_path: Path) -> None:
+    # The server is started before the command line is imported (footprints/command.py): a
+    # signal then, seconds before the run begins, must not leave the server behind.
+    process = subprocess.Popen(
+        _run_argv(scene, tmp_path / "out.gpkg", "-q"),
+        env=_env(tmp_path / "home"),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    family = _children_when_started(process)
+    assert len(family) >= 2, "no temporary server was started"
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate()
+    assert process.returncode == 128 + signal.SIGTERM, rest
+    assert rest.strip().splitlines()[-1] == "footprints: stopped by SIGTERM"
+    time.sleep(0.5)  # the server was told to stop; give it a moment to be reaped
+    assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_bad_input_stops_the_server_started_for_the_run(tmp_path: Path) -> None:
+    out = str(tmp_path / "out.gpkg")
+    process = subprocess.Popen(
+        [FOOTPRINTS, "-q", "run", "--aoi=1,2,3", "--source", str(tmp_path), "--out", out],
+        env=_env(tmp_path / "home"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    family = _children_when_started(process)
+    assert len(family) >= 2, "no temporary server was started"
+    _, rest = process.communicate()
+    assert process.returncode == 2, rest
+    assert rest.strip().splitlines()[-1].startswith("footprints: error: 1,2,3: ")
+    assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []

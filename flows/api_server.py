@@ -35,9 +35,9 @@ def prefect_api(database: Path | None = None, launched: TemporaryServer | None =
     Args:
         database: SQLite file of a temporary server (tests give each session its own); None
             takes Prefect's default, under PREFECT_HOME.
-        launched: A temporary server already starting (the command line starts one early, see
-            footprints/prefect_server.py), used instead of a new one, or stopped when an API is
-            configured after all (in a Prefect profile rather than the environment).
+        launched: A temporary server already starting (the ``footprints`` executable starts one
+            early, see footprints/command.py), used instead of a new one, or stopped when an API
+            is configured after all (in a Prefect profile rather than the environment).
     """
     configured = PREFECT_API_URL.value()
     if configured:

@@ -38,6 +38,7 @@ from footprints.tasks.inference import (
 )
 from footprints.tasks.preflight import refused_run
 from footprints.tasks.resume import FinishedBatches, batches_key
+from footprints.tasks.worker_server import start_worker_server
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ def aoi_flow(
         simplify_m: Simplification tolerance in metres (0 keeps the pixel staircase).
         regularise: Square outlines to their dominant direction.
         dask_address: Scheduler of an existing Dask cluster; None starts a LocalCluster.
-        dask_workers: Workers of the LocalCluster (threads of this process); None: one per GPU,
-            else one per core up to 8.
+        dask_workers: Worker processes of the LocalCluster; None: one per GPU, else one per core
+            up to 8.
         s3: How to reach an S3 source.
         progress: Show a progress bar.
 
@@ -108,6 +109,8 @@ def aoi_flow(
     )  # fmt: skip
     if refused is not None:
         return cast(RunRecord, refused)
+    if dask_address is None:  # the local cluster's workers are ready sooner for it (a second or two)
+        start_worker_server()
     settings = RunSettings(crs, chip_size, overlap, batch_size, min_area_m2, simplify_m, regularise)
     started_at = datetime.now(UTC)
     seconds: dict[str, float] = {}

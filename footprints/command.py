@@ -2,8 +2,10 @@
 
 It starts the temporary Prefect API server of a command that runs a flow before anything heavy
 is imported, so that the server starts while the command line imports torch, Prefect and the
-flows and checks its inputs (measured: the server answered 2 s sooner on a 2-core machine). This
-module is kept light for that: the command line itself is imported after the launch.
+flows and checks its inputs (measured: the server answered 2 s sooner on a 2-core machine). So
+too the process that a local Dask cluster's workers are forked from (tasks/worker_server.py),
+which imports what a worker runs meanwhile (a 16-tile run about 1 s sooner). This module is kept
+light for that: the command line itself is imported after the launches.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from typing import NoReturn
 
 from footprints.console import QUIET_DEFAULTS, Stopped, report_stop, stopping_cleanly
 from footprints.prefect_server import TemporaryServer
+from footprints.tasks.worker_server import start_worker_server, stop_worker_server
 
 # The subcommands that run a Prefect flow, and so need an API.
 FLOW_COMMANDS = frozenset({"run", "demo", "train"})
+# The subcommands that run the AOI flow, on a local Dask cluster unless given a scheduler.
+AOI_COMMANDS = frozenset({"run", "demo"})
 
 
 def command() -> NoReturn:
@@ -44,6 +49,8 @@ def command() -> NoReturn:
                 quiet = {name: value for name, value in QUIET_DEFAULTS.items() if name not in os.environ}
                 server = TemporaryServer(quiet)
                 server.launch()
+            if starts_local_cluster(sys.argv[1:]):
+                start_worker_server()
             from footprints.cli import main
 
             code = main(api_server=server)
@@ -52,6 +59,7 @@ def command() -> NoReturn:
     finally:
         if server is not None:  # the flow stopped it, unless the command ended before the flow
             server.stop()
+        stop_worker_server()
     if code <= 128:  # not 128 + the signal that stopped the run
         # What the interpreter does at exit before finalising: wait for the threads (idle
         # workers of thread pools are told to leave first), then call the exit handlers.
@@ -66,3 +74,8 @@ def subcommand(argv: Sequence[str]) -> str | None:
     """The subcommand named in ``argv``: the first argument that is not an option (the options
     before a subcommand are flags)."""
     return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def starts_local_cluster(argv: Sequence[str]) -> bool:
+    """Whether the command in ``argv`` runs the AOI flow on a Dask cluster of its own."""
+    return subcommand(argv) in AOI_COMMANDS and not any(arg.startswith("--dask-address") for arg in argv)

@@ -31,7 +31,7 @@ from footprints.geo.runs import DEFAULTS
 from footprints.geo.stores import S3Options, TileStore, open_store
 from footprints.geo.vectorise import masks_to_polygons, tidy_outlines, to_metric
 from footprints.models.instances import InstanceSegmenter
-from footprints.models.registry import load_segmenter
+from footprints.models.registry import get_method, load_segmenter, register
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ class ModelPlugin(WorkerPlugin):
             the worker's threads (one worker per machine, the usual GPU set-up).
         """
         self.model = model
+        # A method registered at run time (not on importing the project) is unknown to worker
+        # processes: the plugin takes its registration along.
+        self.method = get_method(model.method)
         self.torch_threads = torch_threads
         self.source = source
         self.s3 = s3
@@ -102,20 +105,22 @@ class ModelPlugin(WorkerPlugin):
         """
         threads = self.torch_threads or (os.cpu_count() or 1) // max(1, worker.state.nthreads)
         torch.set_num_threads(max(1, threads))
+        register(self.method)
         self.segmenter = self.model.load()
         self.store = open_store(self.source, self.s3)
 
     def keep_memory_flat(self) -> None:
         """Hand freed memory back to the system when the process has grown past its ceiling.
 
-        Worker threads allocate and free large arrays in turn, and glibc keeps freed pages in
-        per-thread arenas: without trimming, a run's memory creeps up with fragmentation
-        (measured: +150 MiB over 256 tiles). Trimming after every batch cost a fifth more time
-        in page faults, a low trim threshold (as Dask's nanny sets) almost half; trimming only
-        past a ceiling keeps memory flat for little (benchmarks/README.md). The ceiling is set
-        above the largest size over the worker's first few batches, not after its first: the
-        other workers of the process are then at their peaks too, and a ceiling set too low
-        trimmed after half of a 256-tile run's batches, for 3 s of page faults.
+        Workers allocate and free large arrays batch after batch, and glibc keeps freed pages
+        in its arenas: without trimming, a run's memory creeps up with fragmentation (measured
+        with worker threads: +150 MiB over 256 tiles). Trimming after every batch cost a fifth
+        more time in page faults, a low trim threshold (as Dask's nanny sets) almost half;
+        trimming only past a ceiling keeps memory flat for little (benchmarks/README.md). The
+        ceiling is set above the largest size over the worker's first few batches, not after
+        its first: batches differ, other worker threads of the process (`dask worker
+        --nthreads`) are then at their peaks too, and a ceiling set too low trimmed after half
+        of a 256-tile run's batches, for 3 s of page faults.
         """
         rss = psutil.Process().memory_info().rss
         if self.memory_ceiling is None:

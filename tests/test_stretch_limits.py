@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from distributed import LocalCluster
 
 from footprints.flows.aoi import aoi_flow
 from footprints.geo.layouts import find_tiles
@@ -21,8 +22,8 @@ def test_each_tile_is_stretched_once_per_run_across_workers(
     store = LocalStore(tmp_path / "scene")
     write_scene(store.write_bytes, 4, seed=2, tile_size=320)
     tile_set = find_tiles(store)
-    # The flow's LocalCluster runs its workers as threads of this process: a counting wrapper
-    # round the real function sees every worker's calls.
+    # A cluster whose workers are threads of this process (the flow's own runs processes): a
+    # counting wrapper round the real function sees every worker's calls.
     counted: Counter[str] = Counter()
     real = chip_work.tile_limits
 
@@ -31,15 +32,16 @@ def test_each_tile_is_stretched_once_per_run_across_workers(
         return real(path, fp, name)
 
     monkeypatch.setattr(chip_work, "tile_limits", counting)
-    record = aoi_flow(
-        tile_set.bbox(),
-        str(store.root),
-        str(tmp_path / "out.gpkg"),
-        chip_size=128,
-        overlap=32,
-        dask_workers=2,
-        progress=False,
-    )
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        record = aoi_flow(
+            tile_set.bbox(),
+            str(store.root),
+            str(tmp_path / "out.gpkg"),
+            chip_size=128,
+            overlap=32,
+            dask_address=cluster.scheduler_address,
+            progress=False,
+        )
     # 128 px chips over 320 px tiles: every tile is read by several chips, on both workers.
     assert record.chips >= 4 * len(tile_set.tiles)
     assert len(record.workers) == 2

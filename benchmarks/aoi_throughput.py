@@ -1,19 +1,19 @@
 """End-to-end throughput of the AOI flow on synthetic AOIs of growing size.
 
-For each AOI size, every measurement runs in a fresh process (so peak memory is that run's own):
-the flow over the whole AOI (Prefect's API started beforehand), then the bare model forward
-pass (``segmenter.predict``) over the same chips, read beforehand, in the same batches: once with
-the flow's parallelism (one single-threaded pass per LocalCluster worker, side by side), once one
-pass at a time on every core. Prints a table: tiles/s and km^2/h end to end, peak memory of the
-process (flow and its workers), the share of time per stage (worker stages summed over workers),
-and the ratio of end-to-end time to each bare forward pass: the cost of everything that is not
-the model; the model's FLOP per km^2 (torch's flop counter), the rate of a large matrix
-product in the precision the model runs in on every core, and the share of that rate the
-forward pass reaches. Then, as whole processes with their start-up, alternating: ``footprints
-run`` over the AOI as a user types it, and ``naive_tile_loop.py`` (the same model over each
-whole tile, one at a time, no overlap, no seams, no dedup), with the ratio of the two. With
-``--credentials``, every size is measured a second time with AWS credentials in the
-environment, as on every S3 deployment, with the ratio of its time to the time without.
+For each AOI size, every measurement runs in a fresh process (so peak memory is that run's own): the
+flow over the whole AOI (Prefect's API started beforehand), then the bare model forward pass
+(``segmenter.predict``) over the same chips, read beforehand, in the same batches: once with the
+flow's parallelism (one single-threaded pass per LocalCluster worker, in processes side by side),
+once one pass at a time on every core. Prints a table: tiles/s and km^2/h end to end, peak memory of
+the process and the worker processes it starts (their summed PSS), the share of time per stage
+(worker stages summed over workers), and the ratio of end-to-end time to each bare forward pass: the
+cost of everything that is not the model; the model's FLOP per km^2 (torch's flop counter), the rate
+of a large matrix product in the precision the model runs in on every core, and the share of that
+rate the forward pass reaches. Then, as whole processes with their start-up, alternating:
+``footprints run`` over the AOI as a user types it, and ``naive_tile_loop.py`` (the same model over
+each whole tile, one at a time, no overlap, no seams, no dedup), with the ratio of the two. With
+``--credentials``, every size is measured a second time with AWS credentials in the environment, as
+on every S3 deployment, with the ratio of its time to the time without.
 
     python benchmarks/aoi_throughput.py --tiles 16 64 256 --repeats 3
     python benchmarks/aoi_throughput.py --tiles 16 --repeats 3 --credentials
@@ -22,20 +22,25 @@ environment, as on every S3 deployment, with the ratio of its time to the time w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import multiprocessing
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import psutil
 import torch
 
+from footprints.geo.chips import ChipPlan
 from footprints.geo.runs import DEFAULTS
 
 STAGES = ("plan", "worker_read", "worker_model", "worker_vectorise", "merge", "write")
@@ -44,14 +49,13 @@ AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "benchmark", "AWS_SECRET_ACCESS_KEY": "b
 
 
 def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | None) -> dict:
-    """One run of the flow and of the bare forward pass over the same chips (in this process)."""
-    import numpy as np
+    """One run of the flow and of the bare forward pass over the same chips (in this process and
+    in worker processes like the flow's)."""
     from prefect import flow
     from torch.utils.flop_counter import FlopCounterMode
 
     from footprints.flows.aoi import aoi_flow
     from footprints.geo.aoi import read_aoi
-    from footprints.geo.chips import read_chip, tile_limits
     from footprints.geo.layouts import find_tiles
     from footprints.geo.stores import LocalStore, S3Options
     from footprints.models.registry import load_segmenter, resolve_checkpoint
@@ -65,9 +69,9 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
     warm_up()
     tile_set = find_tiles(LocalStore(scene))
     bbox = tile_set.bbox()
-    # The flow starts its own LocalCluster (workers are threads of this process), as a user's
-    # run does: the clock includes it.
-    with tempfile.TemporaryDirectory() as out:
+    # The flow starts its own LocalCluster (worker processes), as a user's run does: the clock
+    # includes it, and the memory its workers.
+    with tempfile.TemporaryDirectory() as out, TreeMemory() as memory:
         started = time.perf_counter()
         summary = aoi_flow(
             bbox,
@@ -80,34 +84,29 @@ def measure(scene: Path, chip: int, overlap: int, batch: int, workers: int | Non
             progress=False,
         )
         wall = time.perf_counter() - started
-    flow_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    flow_mib = memory.peak / 2**20
+
+    # The same forward passes with the flow's parallelism: one single-threaded pass per worker
+    # process, side by side, each over every n-th batch.
+    workers = workers or default_workers()
+    context = multiprocessing.get_context("forkserver")
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+        barrier = manager.Barrier(workers)
+        shares = [
+            pool.submit(_forward_share, scene, bbox, chip, overlap, batch, n, workers, barrier)
+            for n in range(workers)
+        ]
+        forward = max(share.result() for share in shares)
 
     plan = plan_run.fn(read_aoi(bbox), str(scene), S3Options(), chip, overlap)
     segmenter = load_segmenter(resolve_checkpoint()[0])
-    store = LocalStore(scene)
-    paths = {k: store.local_path(k) for k in plan.tiles}
-    limits = {k: tile_limits(paths[k], fp, k) for k, fp in plan.tiles.items()}
+    batches = _read_batches(scene, plan, batch)
     chips = list(plan.chips)
-    batches = [
-        torch.from_numpy(
-            np.stack(
-                [read_chip(c, plan, lambda fp: paths[fp.key], lambda fp: limits[fp.key]).image for c in group]
-            )
-        )
-        for group in (chips[i : i + batch] for i in range(0, len(chips), batch))
-    ]
 
     def predict(chips: torch.Tensor) -> None:
         with torch.inference_mode():
             segmenter.predict(chips)
 
-    # The same forward passes with the flow's parallelism: one single-threaded pass per worker.
-    workers = workers or default_workers()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    started = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(predict, batches))
-    forward = time.perf_counter() - started
     # And one pass at a time on every core.
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
@@ -223,6 +222,78 @@ def main() -> None:
             + f"| {med['flop'] / med['forward_all_cores'] / 1e9:.1f} "
             + f"| {med['flop'] / med['forward_all_cores'] / med['matmul_flops']:.0%} |"
         )
+
+
+class TreeMemory:
+    """The largest memory this process and the processes it starts meanwhile held at once (the
+    flow's worker processes, and the one they are forked from), sampled every ``every_s``: the
+    sum of their proportional set sizes (PSS), so that the pages the workers share with the
+    process they were forked from count once. Processes already running (Prefect's API server)
+    are left out."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s = every_s
+        self.peak = 0
+        self._me = psutil.Process()
+        self._before = {p.pid for p in self._me.children(recursive=True)}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        # Reading a process's PSS walks its page tables (about 3 ms for a worker): sampled more
+        # often, the sampling itself slowed the flow down.
+        while not self._done.wait(self.every_s):
+            total = 0
+            for process in [self._me, *self._me.children(recursive=True)]:
+                if process.pid not in self._before:
+                    with contextlib.suppress(psutil.Error):
+                        total += process.memory_full_info().pss
+            self.peak = max(self.peak, total)
+
+
+def _read_batches(scene: Path, plan: ChipPlan, batch: int) -> list[torch.Tensor]:
+    """The plan's chips, read and stretched as the flow reads them, in batches."""
+    import numpy as np
+
+    from footprints.geo.chips import read_chip, tile_limits
+    from footprints.geo.stores import LocalStore
+
+    store = LocalStore(scene)
+    paths = {k: store.local_path(k) for k in plan.tiles}
+    limits = {k: tile_limits(paths[k], fp, k) for k, fp in plan.tiles.items()}
+    chips = list(plan.chips)
+    images = [read_chip(c, plan, lambda fp: paths[fp.key], lambda fp: limits[fp.key]).image for c in chips]
+    return [torch.from_numpy(np.stack(images[i : i + batch])) for i in range(0, len(images), batch)]
+
+
+def _forward_share(
+    scene: Path, bbox: str, chip: int, overlap: int, batch: int, n: int, workers: int, barrier: Any
+) -> float:
+    """Seconds of single-threaded forward passes over every ``workers``-th batch from the n-th,
+    in a process of its own, timed once every such process has read its chips."""
+    from footprints.geo.aoi import read_aoi
+    from footprints.geo.stores import S3Options
+    from footprints.models.registry import load_segmenter, resolve_checkpoint
+    from footprints.tasks.inference import plan_run
+
+    torch.set_num_threads(1)
+    plan = plan_run.fn(read_aoi(bbox), str(scene), S3Options(), chip, overlap)
+    segmenter = load_segmenter(resolve_checkpoint()[0])
+    batches = _read_batches(scene, plan, batch)[n::workers]
+    barrier.wait()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for chips in batches:
+            segmenter.predict(chips)
+    return time.perf_counter() - started
 
 
 def _matmul_flops(dtype: torch.dtype, side: int = 2048, repeats: int = 5) -> float:

@@ -2,9 +2,11 @@
 
 Times the shipped model's ``predict`` on one batch of random chips (median of several calls after
 a warm-up), with the same torch thread count everywhere, in: this process; a worker thread of an
-in-process LocalCluster (what the AOI flow starts by default); a worker process started by
-``dask worker`` with its nanny (LocalCluster's ``processes=True``); and one without a nanny.
-Prints a table with each time and its ratio to this process's.
+in-process LocalCluster; a worker process started by ``dask worker`` with its nanny
+(LocalCluster's ``processes=True`` as Dask configures it); one without a nanny; and a worker
+process of the AOI flow's own LocalCluster (tasks/cluster.py: forked from a server process,
+without the nanny's trim threshold). Prints a table with each time and its ratio to this
+process's.
 
     python benchmarks/dask_worker_forward.py --batch 4 --chip 512 --repeats 5
 """
@@ -22,6 +24,7 @@ import time
 from distributed import Client, LocalCluster
 
 from footprints.geo.runs import DEFAULTS
+from footprints.tasks.cluster import dask_cluster
 
 
 def forward_seconds(batch: int, chip: int, repeats: int, threads: int) -> float:
@@ -96,6 +99,10 @@ def main() -> None:
         found["worker process, no nanny"] = on_worker_process(
             client, cluster.scheduler_address, False, measure
         )
+    with dask_cluster(None, 1) as (address, _), Client(address) as client:
+        found["worker process of the flow's LocalCluster"] = client.submit(
+            forward_seconds, *measure, pure=False
+        ).result()
 
     print(
         f"batch {args.batch} x {args.chip} px, {measure[3]} torch threads, median of {args.repeats} calls\n"

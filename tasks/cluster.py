@@ -59,6 +59,9 @@ def dask_cluster(address: str | None, workers: int | None = None) -> Iterator[tu
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
+            # The environment as it is now, not as it was when the worker server started (an
+            # earlier run of this process may have started it): credentials, settings.
+            env=dict(os.environ),
             dashboard_address=None,  # pyright: ignore[reportArgumentType]  # None: no dashboard, as documented
             scheduler_kwargs={"dashboard_address": LOOPBACK_ANY_PORT},
             worker_dashboard_address=LOOPBACK_ANY_PORT,

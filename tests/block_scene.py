@@ -122,13 +122,13 @@ class BlockNet(nn.Module):
 class BlockSegmenter:
     """Connected components of bright pixels, each an instance with score 1.
 
-    ``loads`` counts the segmenters made in this process (the tests' workers are threads of it),
-    ``chips`` the chips they segmented. $BLOCKS_SECONDS_PER_BATCH slows each call down, so that
-    a test can interrupt a run part-way.
+    ``loads`` counts the segmenters made in this process (for clusters whose workers are threads
+    of it). Each call adds its number of chips as a line to the file $BLOCKS_CHIPS_LOG, where
+    set, which a run's worker processes share (see segmented_chips).
+    $BLOCKS_SECONDS_PER_BATCH slows each call down, so that a test can interrupt a run part-way.
     """
 
     loads: ClassVar[int] = 0
-    chips: ClassVar[int] = 0
     device = torch.device("cpu")
 
     def __init__(self, model: BlockNet, device: torch.device | None = None) -> None:
@@ -136,13 +136,20 @@ class BlockSegmenter:
 
     def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
         """Per chip, its bright components."""
-        BlockSegmenter.chips += len(chips)
+        if log := os.environ.get("BLOCKS_CHIPS_LOG"):
+            with open(log, "a") as lines:  # one short append per call: whole lines, in any process
+                lines.write(f"{len(chips)}\n")
         time.sleep(float(os.environ.get("BLOCKS_SECONDS_PER_BATCH", "0")))
         found = []
         for chip in chips.numpy():
             labels, _ = bright_regions(chip.mean(axis=0), threshold=0.5, min_pixels=1)
             found.append(labels_to_instances(labels))
         return found
+
+
+def segmented_chips(log: Path) -> int:
+    """The chips BlockSegmenters segmented while $BLOCKS_CHIPS_LOG named ``log``."""
+    return sum(map(int, log.read_text().split())) if log.exists() else 0
 
 
 # A method registered from the tests: the flows, tasks and CLI know it from the registry alone.

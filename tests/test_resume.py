@@ -19,7 +19,7 @@ import numpy as np
 import pyogrio
 import pytest
 import shapely
-from block_scene import CRS, BlockSegmenter, block_checkpoint, write_block_scene
+from block_scene import CRS, block_checkpoint, segmented_chips, write_block_scene
 from test_method_registry import SCENE_BBOX
 
 from footprints.cli import main
@@ -56,7 +56,7 @@ def _kill_after(argv: list[str], saved: Path, batches: int, api: str, log: Path)
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_without_segmenting_its_finished_batches_again(
-    prefect_api: str, tmp_path: Path
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checkpoint = block_checkpoint(tmp_path / "blocks.pt")
     scene = tmp_path / "scene"
@@ -74,20 +74,21 @@ def test_a_killed_run_resumes_without_segmenting_its_finished_batches_again(
     assert 6 <= finished < batches
 
     # A changed input (here the simplification) starts afresh...
-    BlockSegmenter.chips = 0
+    monkeypatch.setenv("BLOCKS_CHIPS_LOG", str(tmp_path / "afresh.log"))
     assert main(_argv(scene, checkpoint, out, "--simplify", "0.1")) == 0
     assert _last_run(out).resumed_batches == 0
-    assert BlockSegmenter.chips == chips
+    assert segmented_chips(tmp_path / "afresh.log") == chips
     # ... and the same command again takes up the batches the killed try had finished.
-    BlockSegmenter.chips = 0
+    monkeypatch.setenv("BLOCKS_CHIPS_LOG", str(tmp_path / "resumed.log"))
     assert main(_argv(scene, checkpoint, out)) == 0
     record = _last_run(out)
+    segmented = segmented_chips(tmp_path / "resumed.log")
     print(
         f"\nkilled with {finished} of {batches} batches finished; the rerun resumed "
-        f"{record.resumed_batches} and segmented {BlockSegmenter.chips} of {chips} chips"
+        f"{record.resumed_batches} and segmented {segmented} of {chips} chips"
     )
     assert record.resumed_batches == finished
-    assert chips - 2 * finished <= BlockSegmenter.chips <= chips - 2 * finished + 1
+    assert chips - 2 * finished <= segmented <= chips - 2 * finished + 1
     assert not saved.exists()  # forgotten once written
 
     expected = pyogrio.read_dataframe(reference, layer="buildings")

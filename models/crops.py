@@ -147,10 +147,19 @@ def padded_sides(extent: torch.Tensor) -> torch.Tensor:
     return torch.div(extent + step - 1, step, rounding_mode="floor") * step
 
 
-def rounded_count(count: int) -> int:
-    """``count`` rounded up as crop sides are (padded_sides): at least 8, then to a quarter of
-    its power of two, so that batches of varying size take few distinct sizes."""
-    return int(padded_sides(torch.tensor([count]))[0])
+def padded_rows(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` with the last repeated up to a count rounded up as crop sides are (padded_sides).
+
+    oneDNN builds and caches kernels for each batch size it meets: with every chip's count of
+    buildings, a run kept building new ones while its cache grew by about 100 MiB per worker
+    (benchmarks/README.md). Batches of a few distinct sizes keep it small; the copies' results
+    are dropped by the caller.
+    """
+    count = len(rows)
+    if not count:
+        return rows
+    extra = int(padded_sides(torch.tensor([count]))[0]) - count
+    return torch.cat([rows, rows[-1:].expand(extra, *rows.shape[1:])])
 
 
 def _chunks(sides: torch.Tensor, channels: int, patch: int) -> list[tuple[torch.Tensor, int]]:
@@ -214,13 +223,7 @@ def paste_masks(
         u = (x0[members, None] + offsets[None] - peaks.centre[members, 0, None]) / (side[members, None] / 2)
         v = (y0[members, None] + offsets[None] - peaks.centre[members, 1, None]) / (side[members, None] / 2)
         coords = torch.stack([u[:, None, :].expand(-1, g, -1), v[:, :, None].expand(-1, -1, g)], dim=-1)
-        # Drawn for a rounded-up count of instances (the last repeated, its copies dropped), as
-        # the instance network runs (see vec2instance.py): few distinct shapes of products.
-        count = len(members)
-        drawn = rounded_count(count)
-        padded = torch.cat([members, members[-1:].expand(drawn - count)])
-        coords = torch.cat([coords, coords[-1:].expand(drawn - count, -1, -1, -1)])
-        logits = draw(padded, coords)[:count]
+        logits = draw(padded_rows(members), padded_rows(coords))[: len(members)]
         if g < s:
             logits = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
         inside = (torch.arange(s, device=device)[None, None, :] < (x1 - x0)[members, None, None]) & (

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .backbone import UNet, conv_block
 from .centroid import CentreTargets, CentroidHead, Peaks, centre_losses, centre_targets, find_peaks
-from .crops import PasteSettings, crop_grids, paste_masks, rounded_count, sample_crops, training_crops
+from .crops import PasteSettings, crop_grids, padded_rows, paste_masks, sample_crops, training_crops
 from .instances import Instance, TorchSegmenter
 
 
@@ -211,14 +211,7 @@ class Vec2InstanceSegmenter(TorchSegmenter[Vec2InstanceModel]):
             peaks = peaks.select(inside)
             side = (peaks.size * cfg.margin).clamp(min=4.0)
             crops = sample_crops(padded, peaks.batch, peaks.centre, side, cfg.patch)
-            # The instance network sees a rounded-up count of crops (the last repeated): oneDNN
-            # builds and caches kernels for each batch size it meets, and with every chip's count
-            # of buildings a run kept building new ones while its cache grew by about 100 MiB
-            # per worker (benchmarks/README.md).
-            count = len(crops)
-            if count:
-                crops = torch.cat([crops, crops[-1:].expand(rounded_count(count) - count, -1, -1, -1)])
-            params = self.model.instances(crops)[:count]
+            params = self.model.instances(padded_rows(crops))[: len(crops)]
         return decode_masks(params.float(), peaks, side, (rows, cols), batch_size, cfg)
 
 

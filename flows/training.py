@@ -17,6 +17,7 @@ from footprints.models.coco_panoptic import PanopticSource
 from footprints.models.registry import get_method
 from footprints.models.training import TrainConfig
 from footprints.tasks.training import (
+    calibrate_checkpoint,
     evaluate_checkpoint,
     evaluate_checkpoint_cityscapes,
     evaluate_checkpoint_panoptic,
@@ -44,6 +45,8 @@ def train_flow(
     finetune_epochs: int = 0,
     finetune_chip: int = 512,
     val_fraction: float = 0.2,
+    choose_fraction: float = 0.15,
+    pixel_size_m: float | None = 0.3,
     seed: int = 0,
     resume: bool = False,
     architecture: dict[str, Any] | None = None,
@@ -77,7 +80,13 @@ def train_flow(
         finetune_epochs: Epochs of a fine-tune stage after ``epochs``, on ``finetune_chip``
             chips with batch-norm statistics frozen.
         finetune_chip: Chip side of the fine-tune stage.
-        val_fraction: Share of each SpaceNet source's tiles held out for validation.
+        val_fraction: Share of each SpaceNet source's tiles held out: they score the final model
+            and choose nothing.
+        choose_fraction: Share of each SpaceNet source's other tiles that choose the best epoch
+            (0: the held-out tiles choose it).
+        pixel_size_m: SpaceNet: the ground pixel size in metres to train at (every tile resampled
+            to it, recorded in the checkpoint for inference); None trains on tiles as they come.
+            Cityscapes and COCO have no ground size: their images are used as they come.
         seed: Seed of the split, the sampling and the initial weights.
         resume: Continue an interrupted run from its last epoch.
         architecture: Architecture settings of the method (see its Config class).
@@ -121,8 +130,11 @@ def train_flow(
         history = train_cityscapes(method, settings, sources[0], splits, config, out_path, resume, progress)
         report = evaluate_checkpoint_cityscapes(out_path, sources[0], splits[1])
     elif dataset == "spacenet":
-        refs = split(sources, train_only or [], s3, val_fraction, seed)
-        history = train_model(method, architecture or {}, refs, s3, config, out_path, resume, progress)
+        refs = split(sources, train_only or [], s3, val_fraction, seed, choose_fraction)
+        at_size = replace(config, pixel_size_m=pixel_size_m)
+        history = train_model(method, architecture or {}, refs, s3, at_size, out_path, resume, progress)
+        if get_method(method).validation == "f1":  # scores of buildings, not of pointed segments
+            calibrate_checkpoint(out_path, refs["choose"], s3)
         report = evaluate_checkpoint(out_path, refs["val"], s3)
     elif dataset == "coco-panoptic":
         if entry.validation != "segment-iou":

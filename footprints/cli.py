@@ -106,6 +106,19 @@ def _config_value(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _pixel_size(text: str) -> float | None:
+    """A pixel size in metres, or ``native`` (None): imagery as it comes."""
+    if text == "native":
+        return None
+    try:
+        size = float(text)
+    except ValueError:
+        size = 0.0
+    if not size > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of metres or 'native'")
+    return size
+
+
 def _s3_options(args: argparse.Namespace) -> S3Options:
     return S3Options(args.endpoint_url, args.region, args.profile, args.unsigned)
 
@@ -264,6 +277,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             finetune_epochs=args.finetune_epochs,
             finetune_chip=args.finetune_chip,
             val_fraction=args.val_fraction,
+            choose_fraction=args.choose_fraction,
+            pixel_size_m=args.pixel_size,
             seed=args.seed,
             resume=args.resume,
             architecture=dict(args.config),
@@ -447,7 +462,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="epochs of a fine-tune stage on larger chips with batch-norm statistics frozen",
         )
         one.add_argument("--finetune-chip", type=int, default=512, help="chip side of the fine-tune stage")
-        one.add_argument("--val-fraction", type=float, default=0.2, help="share of tiles held out")
+        one.add_argument(
+            "--val-fraction", type=float, default=0.2, help="share of tiles held out to score the final model"
+        )
+        one.add_argument(
+            "--choose-fraction",
+            type=float,
+            default=0.15,
+            help="share of the other tiles that choose the best epoch (0: the held-out tiles do)",
+        )
+        one.add_argument(
+            "--pixel-size",
+            type=_pixel_size,
+            default=0.3,
+            help="metres per pixel to train at, recorded for inference ('native': tiles as they come)",
+        )
         one.add_argument("--seed", type=int, default=0)
         one.add_argument(
             "--config",

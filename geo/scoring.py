@@ -45,11 +45,18 @@ class ScoreReport:
         per_image: One row per image: image_id, aoi, tp, fp, fn, precision, recall, f1.
         per_aoi: One row per AOI (index), the same counts and ratios from the AOI's sums.
         overall: The same figures over every image.
+        matched: Per proposal, in the proposals table's order: whether it is a true positive
+            (False for proposals left out of scoring, as under the minimum area).
+        confidence: Per proposal, its confidence (0 where the table has none).
+        counted: Per proposal, whether it took part in scoring (not empty, not under the area).
     """
 
     per_image: pd.DataFrame
     per_aoi: pd.DataFrame
     overall: dict[str, float]
+    matched: np.ndarray
+    confidence: np.ndarray
+    counted: np.ndarray
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: overall, per AOI and per image."""
@@ -79,7 +86,7 @@ def ratios(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
-def match_image(truth: np.ndarray, proposals: np.ndarray, iou_threshold: float = 0.5) -> tuple[int, int, int]:
+def match_image(truth: np.ndarray, proposals: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
     """Greedy one-to-one matching of one image's proposals (already in descending confidence).
 
     Args:
@@ -88,10 +95,12 @@ def match_image(truth: np.ndarray, proposals: np.ndarray, iou_threshold: float =
         iou_threshold: The IoU a match needs.
 
     Returns:
-        (true positives, false positives, false negatives).
+        Per proposal, whether it is a true positive; the others are false positives, and the
+        truth polygons left unmatched (len(truth) - the true positives) false negatives.
     """
+    hits = np.zeros(len(proposals), dtype=bool)
     if len(proposals) == 0 or len(truth) == 0:
-        return 0, len(proposals), len(truth)
+        return hits
     tree = shapely.STRtree(truth)
     prop_idx, truth_idx = tree.query(proposals, predicate="intersects")
     iou = pairwise_iou(proposals[prop_idx], truth[truth_idx])
@@ -100,7 +109,6 @@ def match_image(truth: np.ndarray, proposals: np.ndarray, iou_threshold: float =
     prop_idx, truth_idx, iou = prop_idx[order], truth_idx[order], iou[order]
     starts = np.searchsorted(prop_idx, np.arange(len(proposals) + 1))
     taken = np.zeros(len(truth), dtype=bool)
-    tp = 0
     for p in range(len(proposals)):
         lo, hi = starts[p], starts[p + 1]
         if lo == hi:
@@ -112,8 +120,8 @@ def match_image(truth: np.ndarray, proposals: np.ndarray, iou_threshold: float =
         best = candidates[np.argmax(iou[candidates])]
         if iou[best] >= iou_threshold:
             taken[truth_idx[best]] = True
-            tp += 1
-    return tp, len(proposals) - tp, len(truth) - tp
+            hits[p] = True
+    return hits
 
 
 def score(
@@ -153,14 +161,16 @@ def score(
     prop_ids = proposals["image_id"].to_numpy()[prop_keep]
     prop_order = np.argsort(-confidence[prop_keep], kind="stable")
     props_by_image = _group(prop_ids[prop_order], prop_geoms[prop_keep][prop_order])
+    rows_by_image = _group(prop_ids[prop_order], np.flatnonzero(prop_keep)[prop_order])
+    matched = np.zeros(len(proposals), dtype=bool)
 
     rows = []
     for image_id in image_ids:
-        tp, fp, fn = match_image(
-            truth_by_image.get(image_id, np.empty(0, dtype=object)),
-            props_by_image.get(image_id, np.empty(0, dtype=object)),
-            iou_threshold,
-        )
+        truth_here = truth_by_image.get(image_id, np.empty(0, dtype=object))
+        hits = match_image(truth_here, props_by_image.get(image_id, np.empty(0, dtype=object)), iou_threshold)
+        matched[rows_by_image.get(image_id, np.empty(0, dtype=int))] = hits
+        tp = int(hits.sum())
+        fp, fn = len(hits) - tp, len(truth_here) - tp
         aoi = aoi_of.get(image_id) or spacenet_aoi(image_id)
         rows.append({"image_id": image_id, "aoi": aoi, "tp": tp, "fp": fp, "fn": fn, **ratios(tp, fp, fn)})
     per_image = pd.DataFrame(rows, columns=["image_id", "aoi", *COUNT_COLUMNS, "precision", "recall", "f1"])
@@ -169,7 +179,7 @@ def score(
     per_aoi = sums.join(pd.DataFrame([ratios(*map(int, r)) for r in sums.to_numpy()], index=sums.index))
     total = [int(v) for v in per_image[COUNT_COLUMNS].sum().to_numpy()]
     overall = {**dict(zip(COUNT_COLUMNS, total, strict=True)), **ratios(*total)}
-    return ScoreReport(per_image, per_aoi, overall)
+    return ScoreReport(per_image, per_aoi, overall, matched, confidence, prop_keep)
 
 
 def _counts(geoms: np.ndarray, min_area: float) -> np.ndarray:
@@ -179,7 +189,7 @@ def _counts(geoms: np.ndarray, min_area: float) -> np.ndarray:
 
 
 def _group(ids: np.ndarray, geoms: np.ndarray) -> dict[str, np.ndarray]:
-    """Geometries grouped by image id, keeping their order."""
+    """Geometries (or any values) grouped by image id, keeping their order."""
     if len(ids) == 0:
         return {}
     order = np.argsort(ids, kind="stable")

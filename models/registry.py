@@ -17,8 +17,10 @@ from torch import nn
 from footprints.geo.errors import InputError, first_line
 
 from .backbone import fold_batch_norms
+from .calibration import Calibration
 from .centroid_pointer import CentroidPointerConfig, CentroidPointerModel, CentroidPointerSegmenter
 from .checkpoint import checkpoint_bytes, load_checkpoint
+from .deployed import Deployed
 from .instances import InstanceSegmenter
 from .pointer import PointerConfig, PointerModel, PointerSegmenter
 from .semi_conv import SemiConvConfig, SemiConvModel, SemiConvSegmenter
@@ -262,6 +264,9 @@ def check_weights(where: str, record: dict[str, Any]) -> nn.Module:
 def load_segmenter(path: str | Path | bytes, device: torch.device | None = None) -> InstanceSegmenter:
     """A trained method, ready for ``predict``, from its checkpoint (a file or its content).
 
+    What the checkpoint adds to its method (a trained pixel size, calibrated scores) is applied
+    around it (models/deployed.py).
+
     Raises:
         InputError: The checkpoint is unreadable or does not fit its method.
     """
@@ -269,4 +274,16 @@ def load_segmenter(path: str | Path | bytes, device: torch.device | None = None)
     name = f"checkpoint of {len(path)} bytes" if isinstance(path, bytes) else str(path)
     model = check_weights(name, record)
     model.load_state_dict(record["state_dict"])
-    return get_method(record["method"]).segmenter(fold_batch_norms(model), device)
+    segmenter = get_method(record["method"]).segmenter(fold_batch_norms(model), device)
+    pixel_size = trained_pixel_size(record)
+    calibration = Calibration.from_dict(record["calibration"]) if record.get("calibration") else None
+    if pixel_size is None and calibration is None:
+        return segmenter
+    return Deployed(segmenter, pixel_size, calibration)
+
+
+def trained_pixel_size(record: dict[str, Any]) -> float | None:
+    """The ground pixel size in metres a checkpoint's model was trained at (its chips resampled
+    to it), or None for one trained on imagery as it came (older checkpoints, Cityscapes, COCO)."""
+    size = record.get("training", {}).get("pixel_size_m")
+    return float(size) if size else None

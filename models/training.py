@@ -43,6 +43,9 @@ class TrainConfig:
         seed: Seed of chip sampling and instance sampling.
         max_instances: Instances per step that train the instance term.
         augmentation: Random changes to each chip.
+        pixel_size_m: Ground pixel size in metres the chips are resampled to (see
+            data.ChipSampler), recorded in the checkpoint for inference to resample to
+            (models/resampling.py); None trains on imagery as it comes.
     """
 
     epochs: int = 20
@@ -58,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     max_instances: int = 96
     augmentation: Augmentation = field(default_factory=Augmentation)
+    pixel_size_m: float | None = None
 
     def __post_init__(self) -> None:
         if self.optimiser not in OPTIMISERS:

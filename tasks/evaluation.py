@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import shapely
 import torch
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from footprints.geo.layouts import Tile, TileSet
@@ -54,6 +56,16 @@ def eval_tiles(refs: list[TileRef], s3: S3Options = S3Options()) -> list[EvalTil
         )
 
     return read_each(refs, open_sources(sorted({r.source for r in refs}), s3), read)
+
+
+def magnified(tile: EvalTile, factor: int) -> EvalTile:
+    """The same tile imaged at ``factor`` times finer pixels: its image resampled bilinearly,
+    its truth and pixel size scaled to match (to check that a model finds the same buildings at
+    any pixel size)."""
+    image = F.interpolate(torch.from_numpy(tile.image)[None], scale_factor=factor, mode="bilinear")[0]
+    truth = shapely.transform(tile.truth, lambda xy: xy * factor)
+    pixel_size = tile.pixel_size / factor if tile.pixel_size else None
+    return replace(tile, image=image.numpy(), truth=truth, pixel_size=pixel_size)
 
 
 def predict_polygons(

@@ -34,6 +34,7 @@ from footprints.geo.stores import S3Options, TileStore, open_store
 from footprints.geo.vectorise import largest_polygon, masks_to_polygons, to_metric
 from footprints.models.centroid_pointer import CentroidPointerSegmenter
 from footprints.models.checkpoint import checkpoint_identity
+from footprints.models.deployed import method_segmenter
 from footprints.models.instances import Instance
 from footprints.models.pointer import PointerSegmenter
 from footprints.models.registry import load_segmenter, resolve_checkpoint
@@ -98,7 +99,8 @@ def segment_at(
             where, f"is a {record['method']} checkpoint; segment-at needs {' or '.join(POINTER_METHODS)}"
         )
     content, model_id, _ = checkpoint_identity(checkpoint, record["method"])
-    segmenter = load_segmenter(content)
+    # At points, the method runs on the imagery as it comes.
+    segmenter = method_segmenter(load_segmenter(content))
     assert isinstance(segmenter, PointerSegmenter | CentroidPointerSegmenter)
     store = open_store(source, s3)
     footprints, _ = tile_footprints(find_tiles(store))

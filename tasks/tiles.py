@@ -8,11 +8,21 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+import shapely
+from rasterio.windows import Window
 
 from footprints.geo.chips import TileFootprint
 from footprints.geo.errors import FootprintsError, InputError
 from footprints.geo.layouts import Tile, TileSet, find_tiles
-from footprints.geo.raster import as_rgb, normalise, read_window, valid_pixels
+from footprints.geo.raster import (
+    as_rgb,
+    ground_pixel_size,
+    normalise,
+    read_window,
+    stretch,
+    stretch_limits,
+    valid_pixels,
+)
 from footprints.geo.rasterize import instance_mask
 from footprints.geo.stores import S3Options, open_store
 from footprints.geo.tile_index import TileIndex
@@ -38,20 +48,26 @@ def open_sources(sources: list[str], s3: S3Options = S3Options()) -> dict[str, T
 def split_tiles(
     tile_sets: dict[str, TileSet], val_fraction: float, seed: int
 ) -> tuple[list[TileRef], list[TileRef]]:
-    """A reproducible train/validation split by tile, drawn within each source.
+    """A reproducible train/validation split by tile, drawn within each source (see split_refs)."""
+    refs = [TileRef(source, t.image_key) for source, tile_set in tile_sets.items() for t in tile_set.tiles]
+    return split_refs(refs, val_fraction, seed)
 
-    Each source gives at least one validation tile when it has two or more tiles, so every kind
-    of imagery is validated on.
+
+def split_refs(refs: list[TileRef], fraction: float, seed: int) -> tuple[list[TileRef], list[TileRef]]:
+    """Split tiles into (the rest, ``fraction`` of them), drawn within each source, reproducibly.
+
+    Each source gives at least one tile to the second part when it has two or more tiles, so
+    every kind of imagery is validated on.
     """
     rng = np.random.default_rng(seed)
-    train, val = [], []
-    for source, tile_set in tile_sets.items():
-        refs = [TileRef(source, t.image_key) for t in tile_set.tiles]
-        order = rng.permutation(len(refs))
-        n_val = max(1, round(val_fraction * len(refs))) if len(refs) > 1 and val_fraction > 0 else 0
-        val += [refs[i] for i in order[:n_val]]
-        train += [refs[i] for i in order[n_val:]]
-    return train, val
+    rest, drawn = [], []
+    for source in dict.fromkeys(r.source for r in refs):
+        ours = [r for r in refs if r.source == source]
+        order = rng.permutation(len(ours))
+        n_drawn = max(1, round(fraction * len(ours))) if len(ours) > 1 and fraction > 0 else 0
+        drawn += [ours[i] for i in order[:n_drawn]]
+        rest += [ours[i] for i in order[n_drawn:]]
+    return rest, drawn
 
 
 def resolve(tile_sets: dict[str, TileSet], ref: TileRef) -> tuple[TileSet, Tile]:
@@ -79,7 +95,55 @@ def read_labelled_tile(tile_set: TileSet, tile: Tile) -> LabelledTile:
     """A tile's model input and its rasterised instance map."""
     image = read_model_input(tile_set, tile)
     ids = instance_mask(tile_set.pixel_labels(tile), image.shape[1:])
-    return LabelledTile(image, ids, tile_set.store.describe(tile.image_key))
+    info = tile_set.info(tile)
+    pixel_size = ground_pixel_size(info.transform, info.crs)
+    return LabelledTile(image, ids, tile_set.store.describe(tile.image_key), pixel_size)
+
+
+class WindowedTile:
+    """A labelled tile whose training chips are read from its file a window at a time, so that
+    training holds no tile's pixels in memory, however many tiles it draws from (a whole
+    SpaceNet AOI). Pixels are stretched with the whole tile's limits, as the AOI flow stretches
+    them; labels are kept as polygons and burnt into each window.
+
+    Made from a tile set and tile (read_each calls it so). Building one reads the tile once for
+    its stretch limits, so that a tile that cannot be read is found, and skipped, before training
+    starts rather than in the middle of it.
+
+    Raises:
+        FootprintsError: The tile's image or labels cannot be read.
+    """
+
+    def __init__(self, tile_set: TileSet, tile: Tile) -> None:
+        info = tile_set.info(tile)
+        self.name = tile_set.store.describe(tile.image_key)
+        self.path = tile_set.image_path(tile)
+        self.nodata = info.nodata
+        self.pixel_size_m = ground_pixel_size(info.transform, info.crs)
+        self.polygons = tile_set.pixel_labels(tile)
+        raw = as_rgb(read_window(self.path, name=self.name))
+        self.limits = stretch_limits(raw, valid_pixels(raw, self.nodata))
+        self._shape = (int(raw.shape[1]), int(raw.shape[2]))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the tile."""
+        return self._shape
+
+    def window(self, top: int, left: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """A square window (see models.data.LabelledWindows), read from the file."""
+        rows, cols = self._shape
+        image = np.zeros((3, side, side), np.float32)
+        r0, c0 = max(top, 0), max(left, 0)
+        r1, c1 = min(top + side, rows), min(left + side, cols)
+        if self.limits is not None and r1 > r0 and c1 > c0:
+            window = Window.from_slices((r0, r1), (c0, c1))
+            raw = as_rgb(read_window(self.path, window, name=self.name))
+            inside = stretch(raw, self.limits)
+            inside[:, ~valid_pixels(raw, self.nodata)] = 0.0
+            image[:, r0 - top : r1 - top, c0 - left : c1 - left] = inside
+        shifted = shapely.transform(self.polygons, lambda xy: xy - np.array([left, top]))
+        return image, instance_mask(shifted, (side, side))
 
 
 def tile_footprints(tile_set: TileSet) -> tuple[list[TileFootprint], dict[str, str]]:

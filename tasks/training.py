@@ -7,7 +7,7 @@ the pointer network (on SpaceNet-layout data or COCO panoptic) with the single-s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,33 +17,50 @@ from prefect.runtime import task_run
 
 from footprints.geo.errors import InputError
 from footprints.geo.stores import S3Options
-from footprints.models.checkpoint import load_checkpoint
+from footprints.models.calibration import Calibration, fit_calibration, reliability
+from footprints.models.checkpoint import load_checkpoint, save_checkpoint
 from footprints.models.cityscapes import find_frames, read_frame
 from footprints.models.coco_panoptic import PanopticSource, read_labelled
-from footprints.models.data import ChipSampler, LabelledTile
+from footprints.models.data import ChipSampler, LabelledTile, LabelledWindows
+from footprints.models.deployed import Deployed, method_segmenter
 from footprints.models.pointer import PointerSegmenter, mean_segment_iou
 from footprints.models.registry import build_model, get_method, load_segmenter
 from footprints.models.training import TrainConfig, train
 
 from .evaluation import eval_tiles, evaluate, evaluate_cityscapes, evaluate_coco_panoptic
-from .tiles import TileRef, open_sources, read_each, read_labelled_tile, split_tiles
+from .tiles import TileRef, WindowedTile, open_sources, read_each, read_labelled_tile, split_refs, split_tiles
 
 log = logging.getLogger(__name__)
 
 
 @task(name="split-tiles")
 def split(
-    sources: list[str], train_only: list[str], s3: S3Options, val_fraction: float, seed: int
+    sources: list[str],
+    train_only: list[str],
+    s3: S3Options,
+    val_fraction: float,
+    seed: int,
+    choose_fraction: float = 0.0,
 ) -> dict[str, list[TileRef]]:
-    """Find the tiles of every source and split them into training and validation tiles.
+    """Split the tiles of every source into training, choosing and held-out validation tiles.
 
-    Every tile of a ``train_only`` source (synthetic pre-training data, say) goes to training, so
-    the validation score is measured on the real sources alone.
+    The held-out tiles (``val``, ``val_fraction`` of each source) are drawn first, from the seed
+    alone, so they stay the same whatever is chosen later; they only score the final model. The
+    choosing tiles (``choose``, ``choose_fraction`` of the rest) pick the best epoch; without
+    them (0) the held-out tiles pick it, and their score is optimistic. Every tile of a
+    ``train_only`` source (synthetic pre-training data, say) goes to training, so validation is
+    measured on the real sources alone.
     """
     train_refs, val_refs = split_tiles(open_sources(sources, s3), val_fraction, seed)
+    train_refs, choose_refs = split_refs(train_refs, choose_fraction, seed + 1)
     train_refs += split_tiles(open_sources(train_only, s3), 0.0, seed)[0]
-    log.info("%d training and %d validation tiles", len(train_refs), len(val_refs))
-    return {"train": train_refs, "val": val_refs}
+    log.info(
+        "%d training, %d choosing and %d held-out validation tiles",
+        len(train_refs),
+        len(choose_refs),
+        len(val_refs),
+    )
+    return {"train": train_refs, "choose": choose_refs or val_refs, "val": val_refs}
 
 
 @task(name="train-model", retries=1, retry_delay_seconds=5)
@@ -57,23 +74,26 @@ def train_model(
     resume: bool,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    """Train a model on the training tiles, validating on the validation tiles every epoch.
+    """Train a model on the training tiles, validating on the choosing tiles every epoch.
 
     A retry resumes from the last epoch's checkpoint, so a failure costs at most one epoch.
     """
     tile_sets = open_sources(sorted({r.source for r in split_refs["train"]}), s3)
-    labelled = read_each(split_refs["train"], tile_sets, read_labelled_tile)
+    labelled = read_each(split_refs["train"], tile_sets, WindowedTile)
     entry = get_method(method)
-    data = {"train": [asdict(r) for r in split_refs["train"]], "val": [asdict(r) for r in split_refs["val"]]}
+    data = {part: [asdict(r) for r in refs] for part, refs in split_refs.items()}
+    choose = split_refs["choose"]
     if entry.validation == "segment-iou":
-        val_sets = open_sources(sorted({r.source for r in split_refs["val"]}), s3)
-        val_tiles = read_each(split_refs["val"], val_sets, read_labelled_tile)
-        validate = _segment_iou(val_tiles)
+        val_sets = open_sources(sorted({r.source for r in choose}), s3)
+        validate = _segment_iou(read_each(choose, val_sets, read_labelled_tile))
         return _train(method, architecture, labelled, validate, "IoU", config, out, resume, progress, data)
-    val = eval_tiles(split_refs["val"], s3)
+    val = eval_tiles(choose, s3)
 
     def validate_f1(trained: Any) -> float:
-        return evaluate(entry.segmenter(trained, None), val).overall["f1"] if val else 0.0
+        segmenter = entry.segmenter(trained, None)
+        if config.pixel_size_m:  # as it will run: on chips resampled to the trained pixel size
+            segmenter = Deployed(segmenter, config.pixel_size_m, None)
+        return evaluate(segmenter, val).overall["f1"] if val else 0.0
 
     return _train(method, architecture, labelled, validate_f1, "F1", config, out, resume, progress, data)
 
@@ -143,7 +163,7 @@ def train_cityscapes(
 def _train(
     method: str,
     architecture: dict[str, Any],
-    labelled: list[LabelledTile],
+    labelled: Sequence[LabelledWindows],
     validate: Any,
     metric: str,
     config: TrainConfig,
@@ -157,7 +177,8 @@ def _train(
     resume = resume or task_run.run_count > 1
     entry = get_method(method)
     model = build_model(method, architecture)
-    sampler = ChipSampler(labelled, config.chip, config.augmentation, config.seed, centred=centred)
+    augmentation, pixel_size = config.augmentation, config.pixel_size_m
+    sampler = ChipSampler(labelled, config.chip, augmentation, config.seed, centred, pixel_size)
     history = train(
         model,
         entry,
@@ -173,10 +194,33 @@ def _train(
     return [asdict(h) for h in history]
 
 
+@task(name="calibrate-checkpoint")
+def calibrate_checkpoint(out: Path, refs: list[TileRef], s3: S3Options) -> Calibration:
+    """Calibrate the best checkpoint's scores on the choosing tiles, choose its threshold there
+    for the best F1, and keep both in the checkpoint (see models/calibration.py)."""
+    record = load_checkpoint(out)
+    record.pop("calibration", None)  # a recalibration starts from the raw scores
+    save_checkpoint(out, record)
+    report = evaluate(load_segmenter(out), eval_tiles(refs, s3))
+    counted, truth = report.counted, int(report.overall["tp"] + report.overall["fn"])
+    calibration = fit_calibration(report.confidence[counted], report.matched[counted], truth)
+    save_checkpoint(out, {**record, "calibration": calibration.to_dict()})
+    log.info(
+        "scores calibrated on %d buildings of %d tiles; buildings under %.3f are dropped",
+        calibration.fitted_on,
+        len(refs),
+        calibration.threshold,
+    )
+    return calibration
+
+
 @task(name="evaluate-checkpoint")
 def evaluate_checkpoint(out: Path, refs: list[TileRef], s3: S3Options) -> dict[str, Any]:
-    """Scores of the best checkpoint on the validation tiles."""
-    return evaluate(load_segmenter(out), eval_tiles(refs, s3)).to_dict()
+    """Scores of the best checkpoint on the held-out tiles, with the reliability of its scores
+    there (score bins and their share of true positives)."""
+    report = evaluate(load_segmenter(out), eval_tiles(refs, s3))
+    scores, hits = report.confidence[report.counted], report.matched[report.counted]
+    return {**report.to_dict(), "reliability": reliability(scores, hits)}
 
 
 @task(name="evaluate-checkpoint-cityscapes")
@@ -191,7 +235,7 @@ def evaluate_checkpoint_cityscapes(out: Path, root: str, split: str) -> dict[str
 def evaluate_checkpoint_panoptic(out: Path, data: PanopticSource, min_area: int) -> dict[str, Any]:
     """Class-agnostic PQ and the single-segment IoU of the best checkpoint on COCO panoptic images."""
     work = out.with_name(out.stem + ".panoptic")
-    segmenter = load_segmenter(out)
+    segmenter = method_segmenter(load_segmenter(out))
     if not isinstance(segmenter, PointerSegmenter):
         raise InputError(str(out), "is not a pointer network checkpoint")
     return evaluate_coco_panoptic(segmenter, data, min_area, work).to_dict()

@@ -110,6 +110,9 @@ def test_small_polygons_are_ignored_on_both_sides_and_images_without_truth_count
     assert per_image.loc["AOI_1_X_img1", ["tp", "fp", "fn"]].tolist() == [1, 0, 0]
     assert per_image.loc["AOI_1_X_img2", ["tp", "fp", "fn"]].tolist() == [0, 1, 0]
     assert report.per_aoi.loc["AOI_1_X", "f1"] == pytest.approx(2 / 3)
+    # Which proposals matched, in the table's order, for calibrating scores.
+    assert report.counted.tolist() == [False, True, True]
+    assert report.matched.tolist() == [False, True, False]
 
 
 def test_self_intersecting_proposal_is_repaired_not_lost() -> None:

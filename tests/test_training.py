@@ -14,13 +14,14 @@ from footprints.cli import main
 from footprints.flows.training import train_flow
 from footprints.geo.stores import LocalStore, S3Options, open_store
 from footprints.geo.synth import write_scene
-from footprints.models.checkpoint import save_checkpoint
+from footprints.models.checkpoint import load_checkpoint, save_checkpoint
 from footprints.models.data import Augmentation, ChipSampler
+from footprints.models.deployed import Deployed
 from footprints.models.registry import get_method, load_segmenter
 from footprints.models.training import TrainConfig, last_path, train
 from footprints.models.vec2instance import Vec2InstanceConfig, Vec2InstanceModel, Vec2InstanceSegmenter
 from footprints.tasks.evaluation import eval_tiles, evaluate, predict_polygons
-from footprints.tasks.tiles import TileRef, open_sources, read_labelled_tile
+from footprints.tasks.tiles import TileRef, WindowedTile, open_sources, read_labelled_tile
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,20 @@ def test_small_model_overfits_one_tile(one_tile: str, tmp_path: Path) -> None:
     assert ious.max() >= 0.5
 
 
+def test_windowed_tiles_cut_the_same_chips_as_tiles_in_memory(one_tile: str) -> None:
+    tile_set = open_sources([one_tile])[one_tile]
+    (tile,) = tile_set.tiles
+    in_memory, windowed = read_labelled_tile(tile_set, tile), WindowedTile(tile_set, tile)
+    assert windowed.shape == in_memory.shape == (448, 448)
+    assert windowed.pixel_size_m == pytest.approx(0.3, rel=0.01)
+    for top, left, side in [(0, 0, 448), (100, 37, 128), (-50, 400, 160), (440, -20, 64)]:
+        image, ids = windowed.window(top, left, side)
+        expected_image, expected_ids = in_memory.window(top, left, side)
+        np.testing.assert_allclose(image, expected_image, atol=1e-6)
+        np.testing.assert_array_equal(ids, expected_ids)
+    assert windowed.window(0, 0, 448)[1].max() == 19  # every building
+
+
 @pytest.mark.slow
 def test_training_flow_reads_s3_validates_saves_and_resumes(
     prefect_api: None, s3_endpoint: str, s3_bucket: str, tmp_path: Path
@@ -97,8 +112,12 @@ def test_training_flow_reads_s3_validates_saves_and_resumes(
     assert out.exists()
     assert last_path(out).exists()
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert set(saved["validation"]) == {"overall", "aois", "images"}
+    assert set(saved["validation"]) == {"overall", "aois", "images", "reliability"}
     assert len(saved["validation"]["images"]) == 1  # one of the two tiles is held out
+    record = load_checkpoint(out)
+    assert record["training"]["pixel_size_m"] == 0.3  # trained, and so run, at SpaceNet-2's 0.3 m
+    assert record["calibration"]["fitted_on"] >= sum(saved["validation"]["overall"][k] for k in ("tp", "fp"))
+    assert isinstance(load_segmenter(out), Deployed)
 
     resumed = train_flow("vec2instance", [scene], str(out), resume=True, **(kwargs | {"epochs": 3}))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]

@@ -32,6 +32,7 @@ from footprints.models.backbone import UNet
 from footprints.models.centroid import find_peaks
 from footprints.models.centroid_pointer import CentroidPointerSegmenter
 from footprints.models.crops import sample_crops
+from footprints.models.deployed import method_segmenter
 from footprints.models.embeddings import EmbeddingSegmenter, cluster
 from footprints.models.registry import load_segmenter, resolve_checkpoint
 from footprints.models.vec2instance import Vec2InstanceSegmenter, decode_masks
@@ -126,15 +127,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    vec2instance = load_segmenter(resolve_checkpoint(args.vec2instance, "vec2instance")[0])
+    vec2instance = method_segmenter(load_segmenter(resolve_checkpoint(args.vec2instance, "vec2instance")[0]))
     assert isinstance(vec2instance, Vec2InstanceSegmenter)
     embedding_methods = []
     checkpoints = {"spatial-embeddings": args.spatial_embeddings, "semi-conv": args.semi_conv}
     for method, checkpoint in checkpoints.items():
-        segmenter = load_segmenter(resolve_checkpoint(checkpoint, method)[0])
+        segmenter = method_segmenter(load_segmenter(resolve_checkpoint(checkpoint, method)[0]))
         assert isinstance(segmenter, EmbeddingSegmenter)
         embedding_methods.append(segmenter)
-    centroid_pointer = load_segmenter(resolve_checkpoint(args.centroid_pointer, "centroid-pointer")[0])
+    centroid_pointer = method_segmenter(
+        load_segmenter(resolve_checkpoint(args.centroid_pointer, "centroid-pointer")[0])
+    )
     assert isinstance(centroid_pointer, CentroidPointerSegmenter)
     with tempfile.TemporaryDirectory() as folder:
         write_scene(LocalStore(folder).write_bytes, args.tiles, seed=2024)

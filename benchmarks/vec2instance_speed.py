@@ -25,6 +25,7 @@ from footprints.geo.stores import LocalStore
 from footprints.geo.synth import write_scene
 from footprints.models.centroid import find_peaks
 from footprints.models.crops import sample_crops
+from footprints.models.deployed import method_segmenter
 from footprints.models.registry import load_segmenter, resolve_checkpoint
 from footprints.models.vec2instance import Vec2InstanceSegmenter, coordinate_mlp, decode_masks
 from footprints.tasks.tiles import open_sources, read_model_input
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    segmenter = load_segmenter(resolve_checkpoint(args.model, "vec2instance")[0])
+    segmenter = method_segmenter(load_segmenter(resolve_checkpoint(args.model, "vec2instance")[0]))
     assert isinstance(segmenter, Vec2InstanceSegmenter)
     with tempfile.TemporaryDirectory() as folder:
         write_scene(LocalStore(folder).write_bytes, args.tiles, seed=2024)

@@ -93,7 +93,9 @@ class ChipSampler:
     """Draws batches of augmented chips from labelled tiles.
 
     Args:
-        tiles: The tiles; larger tiles are drawn more often, in proportion to their area.
+        tiles: The tiles; larger tiles are drawn more often, in proportion to their area in
+            pixels as stored (weighting by ground area, each source drawn equally often, scored
+            0.376 against 0.405 on held-out tiles: README.md, "The default model").
         chip: Side of the chips, a multiple of 32.
         augmentation: The random changes.
         seed: Seed of the sampler's own generator (nothing global is touched).
@@ -118,9 +120,11 @@ class ChipSampler:
         self.chip = chip
         self.augmentation = augmentation
         self.rng = np.random.default_rng(seed)
-        # How much each tile is magnified to reach the trained pixel size, before the jitter.
-        self.magnify = [(t.pixel_size_m or 0) / pixel_size_m if pixel_size_m else 1.0 for t in tiles]
-        self.magnify = [m or 1.0 for m in self.magnify]  # tiles of unknown pixel size: as they come
+        # How much each tile is magnified to reach the trained pixel size, before the jitter
+        # (tiles of unknown pixel size are taken as they come).
+        self.magnify = [
+            t.pixel_size_m / pixel_size_m if t.pixel_size_m and pixel_size_m else 1.0 for t in tiles
+        ]
         areas = np.array([t.shape[0] * t.shape[1] for t in tiles], dtype=float)
         self.weights = areas / areas.sum()
         # Found once per tile, not per chip: a Cityscapes frame has two million pixels.

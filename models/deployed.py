@@ -1,6 +1,6 @@
 """A trained method as a checkpoint deploys it: at its trained pixel size, with calibrated scores.
 
-A checkpoint may record, beside its method's weights, the ground pixel size its model was trained
+A checkpoint may record, beside its method's weights, the ground pixel sizes its model was trained
 at (models/resampling.py) and a calibration of its scores with the threshold that keeps a building
 (models/calibration.py). `Deployed` applies both around the method's own `predict`; everything
 else (the model, the method's name, its precision) is the method's segmenter's.
@@ -22,16 +22,19 @@ class Deployed:
 
     Args:
         inner: The method's segmenter.
-        pixel_size_m: The ground pixel size in metres its model was trained at; None runs it on
-            imagery as it comes.
+        pixel_range_m: The lowest and highest ground pixel size in metres its model was trained
+            at; None runs it on imagery as it comes.
         calibration: The calibration of its scores; None keeps the raw scores and every instance.
     """
 
     def __init__(
-        self, inner: InstanceSegmenter, pixel_size_m: float | None, calibration: Calibration | None
+        self,
+        inner: InstanceSegmenter,
+        pixel_range_m: tuple[float, float] | None,
+        calibration: Calibration | None,
     ) -> None:
         self.inner = inner
-        self.pixel_size_m = pixel_size_m
+        self.pixel_range_m = pixel_range_m
         self.calibration = calibration
 
     def __getattr__(self, name: str) -> Any:
@@ -43,12 +46,12 @@ class Deployed:
         return self.inner.device
 
     def predict(self, chips: torch.Tensor, pixel_size: float | None = None) -> list[list[Instance]]:
-        """Segment a batch of chips (see models.instances.InstanceSegmenter): resampled to the
-        trained pixel size where it differs, scores calibrated, in the chips' own pixels."""
-        if self.pixel_size_m is None:
+        """Segment a batch of chips (see models.instances.InstanceSegmenter): resampled into the
+        trained pixel sizes where they lie outside, scores calibrated, in the chips' own pixels."""
+        if self.pixel_range_m is None:
             found = self.inner.predict(chips, pixel_size)
         else:
-            found = predict_at(self.inner, chips, pixel_size, self.pixel_size_m)
+            found = predict_at(self.inner, chips, pixel_size, self.pixel_range_m)
         return found if self.calibration is None else [self.calibration.apply(f) for f in found]
 
 

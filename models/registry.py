@@ -275,15 +275,19 @@ def load_segmenter(path: str | Path | bytes, device: torch.device | None = None)
     model = check_weights(name, record)
     model.load_state_dict(record["state_dict"])
     segmenter = get_method(record["method"]).segmenter(fold_batch_norms(model), device)
-    pixel_size = trained_pixel_size(record)
+    pixel_range = trained_pixel_sizes(record)
     calibration = Calibration.from_dict(record["calibration"]) if record.get("calibration") else None
-    if pixel_size is None and calibration is None:
+    if pixel_range is None and calibration is None:
         return segmenter
-    return Deployed(segmenter, pixel_size, calibration)
+    return Deployed(segmenter, pixel_range, calibration)
 
 
-def trained_pixel_size(record: dict[str, Any]) -> float | None:
-    """The ground pixel size in metres a checkpoint's model was trained at (its chips resampled
-    to it), or None for one trained on imagery as it came (older checkpoints, Cityscapes, COCO)."""
+def trained_pixel_sizes(record: dict[str, Any]) -> tuple[float, float] | None:
+    """The lowest and highest ground pixel size in metres a checkpoint's model was trained at:
+    the size its chips were resampled to, or the range of its training tiles' own sizes; None
+    where neither is known (older checkpoints, Cityscapes, COCO)."""
     size = record.get("training", {}).get("pixel_size_m")
-    return float(size) if size else None
+    if size:
+        return float(size), float(size)
+    known = record.get("data", {}).get("pixel_range_m")
+    return (float(known[0]), float(known[1])) if known else None

@@ -81,7 +81,15 @@ def train_model(
     tile_sets = open_sources(sorted({r.source for r in split_refs["train"]}), s3)
     labelled = read_each(split_refs["train"], tile_sets, WindowedTile)
     entry = get_method(method)
-    data = {part: [asdict(r) for r in refs] for part, refs in split_refs.items()}
+    data: dict[str, Any] = {part: [asdict(r) for r in refs] for part, refs in split_refs.items()}
+    sizes = [t.pixel_size_m for t in labelled if t.pixel_size_m]
+    if config.pixel_size_m:
+        trained_at = (config.pixel_size_m, config.pixel_size_m)
+    elif sizes:  # trained on tiles as they come: at the range of their own sizes
+        trained_at = (min(sizes), max(sizes))
+        data["pixel_range_m"] = list(trained_at)
+    else:
+        trained_at = None
     choose = split_refs["choose"]
     if entry.validation == "segment-iou":
         val_sets = open_sources(sorted({r.source for r in choose}), s3)
@@ -90,9 +98,8 @@ def train_model(
     val = eval_tiles(choose, s3)
 
     def validate_f1(trained: Any) -> float:
-        segmenter = entry.segmenter(trained, None)
-        if config.pixel_size_m:  # as it will run: on chips resampled to the trained pixel size
-            segmenter = Deployed(segmenter, config.pixel_size_m, None)
+        # As it will run: on chips resampled into the pixel sizes it is trained at.
+        segmenter = Deployed(entry.segmenter(trained, None), trained_at, None)
         return evaluate(segmenter, val).overall["f1"] if val else 0.0
 
     return _train(method, architecture, labelled, validate_f1, "F1", config, out, resume, progress, data)

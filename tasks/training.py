@@ -18,7 +18,7 @@ from prefect.runtime import task_run
 from footprints.geo.errors import InputError
 from footprints.geo.stores import S3Options
 from footprints.models.calibration import Calibration, fit_calibration, reliability
-from footprints.models.checkpoint import load_checkpoint, save_checkpoint
+from footprints.models.checkpoint import checkpoint_bytes, load_checkpoint, save_checkpoint
 from footprints.models.cityscapes import find_frames, read_frame
 from footprints.models.coco_panoptic import PanopticSource, read_labelled
 from footprints.models.data import ChipSampler, LabelledTile, LabelledWindows
@@ -207,8 +207,7 @@ def calibrate_checkpoint(out: Path, refs: list[TileRef], s3: S3Options) -> Calib
     for the best F1, and keep both in the checkpoint (see models/calibration.py)."""
     record = load_checkpoint(out)
     record.pop("calibration", None)  # a recalibration starts from the raw scores
-    save_checkpoint(out, record)
-    report = evaluate(load_segmenter(out), eval_tiles(refs, s3))
+    report = evaluate(load_segmenter(checkpoint_bytes(record)), eval_tiles(refs, s3))
     counted, truth = report.counted, int(report.overall["tp"] + report.overall["fn"])
     calibration = fit_calibration(report.confidence[counted], report.matched[counted], truth)
     save_checkpoint(out, {**record, "calibration": calibration.to_dict()})

@@ -85,7 +85,8 @@ def train_flow(
         choose_fraction: Share of each SpaceNet source's other tiles that choose the best epoch
             (0: the held-out tiles choose it).
         pixel_size_m: SpaceNet: the ground pixel size in metres to train at (every tile resampled
-            to it, recorded in the checkpoint for inference); None trains on tiles as they come.
+            to it, recorded in the checkpoint for inference); None trains on tiles as they come
+            and records the range of their sizes.
             Cityscapes and COCO have no ground size: their images are used as they come.
         seed: Seed of the split, the sampling and the initial weights.
         resume: Continue an interrupted run from its last epoch.

@@ -46,7 +46,7 @@ def train_flow(
     finetune_chip: int = 512,
     val_fraction: float = 0.2,
     choose_fraction: float = 0.15,
-    pixel_size_m: float | None = 0.3,
+    pixel_size_m: float | None = None,
     seed: int = 0,
     resume: bool = False,
     architecture: dict[str, Any] | None = None,
@@ -85,8 +85,9 @@ def train_flow(
         choose_fraction: Share of each SpaceNet source's other tiles that choose the best epoch
             (0: the held-out tiles choose it).
         pixel_size_m: SpaceNet: the ground pixel size in metres to train at (every tile resampled
-            to it, recorded in the checkpoint for inference); None trains on tiles as they come
-            and records the range of their sizes.
+            to it, the scale jittered around it, recorded in the checkpoint for inference); None
+            trains on tiles as they come and records the range of their sizes (on the shared
+            samples: held-out F1 0.446, against 0.399 at 0.3 m; README.md).
             Cityscapes and COCO have no ground size: their images are used as they come.
         seed: Seed of the split, the sampling and the initial weights.
         resume: Continue an interrupted run from its last epoch.

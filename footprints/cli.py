@@ -345,6 +345,7 @@ def _eval_cityscapes(args: argparse.Namespace, segmenter: Any, record: dict[str,
 def _eval_coco_panoptic(args: argparse.Namespace, segmenter: Any, source: Path | bytes) -> int:
     """Score a pointer network on COCO panoptic: class-agnostic PQ, SQ, RQ by panopticapi's own
     code, and the single-segment mean IoU."""
+    from footprints.models.deployed import method_segmenter
     from footprints.models.pointer import PointerSegmenter
     from footprints.tasks.evaluation import evaluate_coco_panoptic
 
@@ -353,6 +354,7 @@ def _eval_coco_panoptic(args: argparse.Namespace, segmenter: Any, source: Path |
         raise InputError(
             "--dataset coco-panoptic", "needs --images DIR --annotations DIR --panoptic-json FILE"
         )
+    segmenter = method_segmenter(segmenter)  # segments are pointed at in the images' own pixels
     if not isinstance(segmenter, PointerSegmenter):
         raise InputError(str(source), "is not a pointer network checkpoint (train one with `train pointer`)")
     work = Path(args.predictions) if args.predictions else Path(tempfile.mkdtemp(prefix="panoptic-"))
@@ -474,8 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument(
             "--pixel-size",
             type=_pixel_size,
-            default=0.3,
-            help="metres per pixel to train at, recorded for inference ('native': tiles as they come)",
+            default=None,
+            help="metres per pixel to resample every tile to, recorded for inference "
+            "(default 'native': tiles as they come, the range of their sizes recorded)",
         )
         one.add_argument("--seed", type=int, default=0)
         one.add_argument(

@@ -21,7 +21,7 @@ import rasterio.features
 import torch
 from shapely.geometry import shape
 
-from footprints.geo.raster import as_rgb, normalise
+from footprints.geo.raster import as_rgb, ground_pixel_size, normalise
 from footprints.models.registry import load_segmenter, resolve_checkpoint
 
 MULTIPLE = 32
@@ -43,7 +43,7 @@ def main() -> None:
         rows, cols = image.shape[1:]
         padded = np.pad(image, ((0, 0), (0, -rows % MULTIPLE), (0, -cols % MULTIPLE)))
         with torch.inference_mode():
-            (found,) = segmenter.predict(torch.from_numpy(padded)[None], abs(transform.a))
+            (found,) = segmenter.predict(torch.from_numpy(padded)[None], ground_pixel_size(transform, crs))
         for instance in found:
             at = transform * rasterio.Affine.translation(instance.col, instance.row)
             mask = instance.mask.astype(np.uint8)

@@ -268,7 +268,7 @@ def _read_batches(scene: Path, plan: ChipPlan, batch: int) -> list[torch.Tensor]
 
     store = LocalStore(scene)
     paths = {k: store.local_path(k) for k in plan.tiles}
-    limits = {k: tile_limits(paths[k], fp, k) for k, fp in plan.tiles.items()}
+    limits = {k: tile_limits(paths[k], fp.info.nodata, k) for k, fp in plan.tiles.items()}
     chips = list(plan.chips)
     images = [read_chip(c, plan, lambda fp: paths[fp.key], lambda fp: limits[fp.key]).image for c in chips]
     return [torch.from_numpy(np.stack(images[i : i + batch])) for i in range(0, len(images), batch)]

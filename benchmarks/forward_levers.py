@@ -53,7 +53,7 @@ def real_chips(chip: int, count: int) -> torch.Tensor:
         write_scene(store.write_bytes, 16, seed=1, progress=False)
         plan = plan_run.fn(read_aoi(find_tiles(store).bbox()), folder, S3Options(), chip, 64)
         paths = {k: store.local_path(k) for k in plan.tiles}
-        limits = {k: tile_limits(paths[k], fp, k) for k, fp in plan.tiles.items()}
+        limits = {k: tile_limits(paths[k], fp.info.nodata, k) for k, fp in plan.tiles.items()}
         images = [
             read_chip(c, plan, lambda fp: paths[fp.key], lambda fp: limits[fp.key]).image
             for c in plan.chips[:count]

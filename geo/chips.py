@@ -220,14 +220,14 @@ def _axis(start: int, stop: int, size: int, overlap: int) -> tuple[list[int], li
     return starts, cores
 
 
-def tile_limits(path: Path, fp: TileFootprint, name: str) -> Limits | None:
+def tile_limits(path: Path, nodata: float | None, name: str) -> Limits | None:
     """The stretch limits of a whole tile (2nd and 98th percentile per band of its valid pixels).
 
     Computed per tile, as in training, and applied to every chip that reads the tile, so that a
     building looks the same whichever chip it is cut from.
     """
     raw = as_rgb(read_window(path, name=name))
-    return stretch_limits(raw, valid_pixels(raw, fp.info.nodata))
+    return stretch_limits(raw, valid_pixels(raw, nodata))
 
 
 @dataclass

@@ -141,7 +141,7 @@ class ModelPlugin(WorkerPlugin):
         """The tile's stretch limits, computed once per worker."""
         if fp.key not in self.limits:
             assert self.store is not None
-            self.limits[fp.key] = tile_limits(self.path(fp), fp, self.store.describe(fp.key))
+            self.limits[fp.key] = tile_limits(self.path(fp), fp.info.nodata, self.store.describe(fp.key))
             if len(self.limits) > _LIMITS_KEPT:
                 self.limits.popitem(last=False)
         return self.limits[fp.key]

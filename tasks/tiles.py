@@ -11,7 +11,7 @@ import numpy as np
 import shapely
 from rasterio.windows import Window
 
-from footprints.geo.chips import TileFootprint
+from footprints.geo.chips import TileFootprint, tile_limits
 from footprints.geo.errors import FootprintsError, InputError
 from footprints.geo.layouts import Tile, TileSet, find_tiles
 from footprints.geo.raster import (
@@ -20,7 +20,6 @@ from footprints.geo.raster import (
     normalise,
     read_window,
     stretch,
-    stretch_limits,
     valid_pixels,
 )
 from footprints.geo.rasterize import instance_mask
@@ -121,9 +120,8 @@ class WindowedTile:
         self.nodata = info.nodata
         self.pixel_size_m = ground_pixel_size(info.transform, info.crs)
         self.polygons = tile_set.pixel_labels(tile)
-        raw = as_rgb(read_window(self.path, name=self.name))
-        self.limits = stretch_limits(raw, valid_pixels(raw, self.nodata))
-        self._shape = (int(raw.shape[1]), int(raw.shape[2]))
+        self.limits = tile_limits(self.path, self.nodata, self.name)
+        self._shape = (info.height, info.width)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -321,7 +321,7 @@ def _read(chip: Chip, plan: ChipPlan, paths: dict[str, Path]) -> tuple[np.ndarra
 
     def limits_of(fp: TileFootprint) -> Limits | None:
         if fp.key not in limits:
-            limits[fp.key] = tile_limits(paths[fp.key], fp, fp.key)
+            limits[fp.key] = tile_limits(paths[fp.key], fp.info.nodata, fp.key)
         return limits[fp.key]
 
     read = read_chip(chip, plan, lambda fp: paths[fp.key], limits_of)

@@ -22,6 +22,7 @@ from footprints.tasks.tiles import read_raw
 from .aoi import aoi_flow
 
 GSD_M = 0.3
+TILE_SIDE_M = 195.0  # 650 px at 0.3 m, SpaceNet-2's tile
 
 
 @dataclass
@@ -37,7 +38,12 @@ class DemoResult:
 
 @flow(name="demo", log_prints=True)
 def demo_flow(
-    out: Path, tiles: int = 4, seed: int = 0, model: str | None = None, progress: bool = True
+    out: Path,
+    tiles: int = 4,
+    seed: int = 0,
+    model: str | None = None,
+    progress: bool = True,
+    pixel_size_m: float = GSD_M,
 ) -> DemoResult:
     """Write a synthetic AOI under ``out/scene``, run the AOI flow over all of it into
     ``out/buildings.gpkg`` with the model and into ``out/baseline.gpkg`` with the threshold
@@ -51,9 +57,12 @@ def demo_flow(
         seed: Seed of the scene.
         model: Checkpoint of the model to run; None takes the shipped model.
         progress: Show progress bars.
+        pixel_size_m: Pixel size the scene is drawn at; its ground extent and buildings stay the
+            same (tiles of 195 m), so runs at two sizes see the same buildings.
     """
     store = LocalStore(out / "scene")
-    write_scene(store.write_bytes, tiles, seed, gsd_m=GSD_M, progress=progress)
+    side = round(TILE_SIDE_M / pixel_size_m)
+    write_scene(store.write_bytes, tiles, seed, tile_size=side, gsd_m=pixel_size_m, progress=progress)
     tile_set = find_tiles(store)
     bbox = tile_set.bbox()
     run = aoi_flow(bbox, str(store.root), str(out / "buildings.gpkg"), model=model, progress=progress)
@@ -74,8 +83,8 @@ def demo_flow(
     )
     return DemoResult(
         run,
-        score_footprints(truth, found, GSD_M),
+        score_footprints(truth, found, pixel_size_m),
         baseline_run,
-        score_footprints(truth, baseline, GSD_M),
+        score_footprints(truth, baseline, pixel_size_m),
         preview,
     )

@@ -47,6 +47,7 @@ def train_flow(
     val_fraction: float = 0.2,
     choose_fraction: float = 0.15,
     pixel_size_m: float | None = None,
+    scale: tuple[float, float] | None = None,
     seed: int = 0,
     resume: bool = False,
     architecture: dict[str, Any] | None = None,
@@ -89,6 +90,8 @@ def train_flow(
             trains on tiles as they come and records the range of their sizes (on the shared
             samples: held-out F1 0.446, against 0.399 at 0.3 m; README.md).
             Cityscapes and COCO have no ground size: their images are used as they come.
+        scale: Range of the random scale each training chip is resampled by (around
+            ``pixel_size_m`` where given); None for models.data.Augmentation's default.
         seed: Seed of the split, the sampling and the initial weights.
         resume: Continue an interrupted run from its last epoch.
         architecture: Architecture settings of the method (see its Config class).
@@ -122,6 +125,8 @@ def train_flow(
             "seed": seed,
         },
     )
+    if scale is not None:
+        config = replace(config, augmentation=replace(config.augmentation, scale=scale))
     out_path = Path(out)
     if dataset == "cityscapes":
         if len(sources) != 1:

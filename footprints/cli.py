@@ -29,6 +29,7 @@ from footprints.geo.runs import DEFAULTS
 from footprints.geo.scoring import ScoreReport, read_polygon_table, score
 from footprints.geo.stores import S3Options, open_store
 from footprints.models.coco_panoptic import PanopticSource
+from footprints.models.data import Augmentation
 from footprints.models.registry import METHODS
 from footprints.models.training import TrainConfig
 from footprints.prefect_server import TemporaryServer
@@ -106,17 +107,25 @@ def _config_value(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _pixel_size(text: str) -> float | None:
-    """A pixel size in metres, or ``native`` (None): imagery as it comes."""
-    if text == "native":
-        return None
+def _positive_metres(text: str) -> float:
+    """A positive number of metres."""
     try:
         size = float(text)
     except ValueError:
         size = 0.0
     if not size > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of metres or 'native'")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of metres")
     return size
+
+
+def _pixel_size(text: str) -> float | None:
+    """A pixel size in metres, or ``native`` (None): imagery as it comes."""
+    if text == "native":
+        return None
+    try:
+        return _positive_metres(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of metres or 'native'") from None
 
 
 def _s3_options(args: argparse.Namespace) -> S3Options:
@@ -183,6 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             model=str(args.model) if args.model else None,
             progress=not args.quiet,
+            pixel_size_m=args.pixel_size,
         )
     run = result.run
     print(f"\n{run.buildings} buildings from {run.tiles} tiles ({run.chips} chips) in {run.out}")
@@ -279,6 +289,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction,
             choose_fraction=args.choose_fraction,
             pixel_size_m=args.pixel_size,
+            scale=tuple(args.scale) if args.scale else None,
             seed=args.seed,
             resume=args.resume,
             architecture=dict(args.config),
@@ -480,6 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="metres per pixel to resample every tile to, recorded for inference "
             "(default 'native': tiles as they come, the range of their sizes recorded)",
         )
+        one.add_argument(
+            "--scale",
+            type=float,
+            nargs=2,
+            metavar=("MIN", "MAX"),
+            help="range of the random scale each training chip is resampled by "
+            f"(default {' '.join(map(str, Augmentation().scale))})",
+        )
         one.add_argument("--seed", type=int, default=0)
         one.add_argument(
             "--config",
@@ -582,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tiles", type=int, default=4)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
+    demo.add_argument(
+        "--pixel-size",
+        type=_positive_metres,
+        default=0.3,
+        help="metres per pixel the scene is drawn at, over the same ground (default 0.3)",
+    )
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -58,14 +58,21 @@ def eval_tiles(refs: list[TileRef], s3: S3Options = S3Options()) -> list[EvalTil
     return read_each(refs, open_sources(sorted({r.source for r in refs}), s3), read)
 
 
-def magnified(tile: EvalTile, factor: int) -> EvalTile:
-    """The same tile imaged at ``factor`` times finer pixels: its image resampled bilinearly,
-    its truth and pixel size scaled to match (to check that a model finds the same buildings at
-    any pixel size)."""
-    image = F.interpolate(torch.from_numpy(tile.image)[None], scale_factor=factor, mode="bilinear")[0]
-    truth = shapely.transform(tile.truth, lambda xy: xy * factor)
+def resampled(tile: EvalTile, factor: float) -> EvalTile:
+    """The same tile imaged at pixels ``factor`` times finer (above 1) or coarser (below 1): its
+    image resampled (bilinearly when enlarged, by averaging when shrunk), its truth and pixel size
+    scaled to match, to check that a model finds the same buildings at any pixel size."""
+    _, rows, cols = tile.image.shape
+    size = (max(1, round(rows * factor)), max(1, round(cols * factor)))
+    image = torch.from_numpy(tile.image)[None]
+    if factor >= 1:
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    else:
+        image = F.interpolate(image, size=size, mode="area")
+    scale = np.array([size[1] / cols, size[0] / rows])
+    truth = shapely.transform(tile.truth, lambda xy: xy * scale)
     pixel_size = tile.pixel_size / factor if tile.pixel_size else None
-    return replace(tile, image=image.numpy(), truth=truth, pixel_size=pixel_size)
+    return replace(tile, image=image[0].numpy(), truth=truth, pixel_size=pixel_size)
 
 
 def predict_polygons(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 
 from footprints.geo.stores import LocalStore, S3Options
 from footprints.geo.synth import write_scene
@@ -15,7 +16,7 @@ from footprints.models.deployed import Deployed
 from footprints.models.instances import Instance
 from footprints.models.registry import load_segmenter, resolve_checkpoint
 from footprints.models.resampling import rescale_instances
-from footprints.tasks.evaluation import eval_tiles, evaluate, magnified
+from footprints.tasks.evaluation import EvalTile, eval_tiles, evaluate, resampled
 from footprints.tasks.tiles import TileRef, open_sources
 from footprints.tasks.training import split
 
@@ -54,6 +55,21 @@ def test_training_chips_are_resampled_to_the_trained_pixel_size() -> None:
     assert all(39 <= side <= 41 for side in sides), sides  # 12 m at 0.3 m: 40 px
 
 
+@pytest.mark.parametrize("factor", [2.0, 0.5, 0.3])
+def test_a_resampled_tile_keeps_its_truth_on_its_buildings(factor: float) -> None:
+    image = np.zeros((3, 200, 300), np.float32)
+    image[:, 40:100, 60:180] = 1.0  # a bright 60 x 120 px roof, 18 x 36 m at 0.3 m
+    truth = np.array([shapely.box(60, 40, 180, 100)])
+    tile = resampled(EvalTile("img1", "aoi", image, truth, 0.3), factor)
+    assert tile.image.shape == (3, round(200 * factor), round(300 * factor))
+    assert tile.pixel_size == pytest.approx(0.3 / factor)
+    (roof,) = tile.truth
+    assert roof.area == pytest.approx(60 * 120 * factor**2, rel=0.02)
+    rows, cols = np.nonzero(tile.image[0] > 0.5)  # the roof's pixels, where the truth now says
+    found = shapely.box(cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    assert found.intersection(roof).area / found.union(roof).area > 0.9
+
+
 @pytest.mark.slow
 def test_the_default_model_finds_the_same_buildings_at_half_the_pixel_size(shared_data: Path) -> None:
     source = str(shared_data / "oam_banepa")
@@ -62,7 +78,7 @@ def test_the_default_model_finds_the_same_buildings_at_half_the_pixel_size(share
     segmenter = load_segmenter(resolve_checkpoint()[0])
     assert isinstance(segmenter, Deployed)
     assert segmenter.pixel_range_m, "the default model records the pixel sizes it was trained at"
-    finer = [magnified(t, 2) for t in tiles]
+    finer = [resampled(t, 2) for t in tiles]
     as_imaged = evaluate(segmenter, tiles).overall["f1"]
     assert as_imaged > 0.45
     assert abs(evaluate(segmenter, finer).overall["f1"] - as_imaged) <= SAME_F1_WITHIN

@@ -17,7 +17,9 @@ from pyproj import Geod, Transformer
 from rasterio.features import rasterize
 from shapely.geometry import Polygon, shape
 
-from footprints.geo.synth import SceneSummary, write_scene
+from footprints.geo.layouts import find_tiles
+from footprints.geo.stores import LocalStore
+from footprints.geo.synth import SceneSummary, scene_truth, write_scene
 
 AOI = "AOI_9_Synthetic"
 ROOT = f"{AOI}_Train"
@@ -281,6 +283,20 @@ def test_brightness_threshold_does_not_find_buildings(scene: Scene) -> None:
         if iou > best:
             best, best_at = iou, f"{'>' if above else '<'} {t:.0f}"
     assert best < 0.5, f"threshold {best_at} finds buildings with IoU {best:.3f}"
+
+
+def test_the_same_ground_at_half_the_pixel_size_has_the_same_buildings(tmp_path: Path) -> None:
+    # What `footprints demo --pixel-size` relies on to compare a model at two pixel sizes.
+    truths = []
+    for gsd_m, side in ((0.3, 300), (0.15, 600)):
+        store = LocalStore(tmp_path / str(gsd_m))
+        write_scene(store.write_bytes, 2, SEED, tile_size=side, gsd_m=gsd_m)
+        truth = scene_truth(find_tiles(store))
+        truths.append(truth.to_crs(truth.estimate_utm_crs()))
+    coarse, fine = truths
+    assert len(coarse) == len(fine) > 5
+    union = coarse.geometry.union_all()
+    assert union.symmetric_difference(fine.geometry.union_all()).area < 1e-6 * union.area
 
 
 def test_progress_bar_counts_tiles(capsys: pytest.CaptureFixture[str]) -> None:

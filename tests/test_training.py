@@ -106,6 +106,7 @@ def test_training_flow_reads_s3_validates_saves_and_resumes(
         "progress": False,
         "s3": s3,
         "architecture": {"width": 8},
+        "scale": (0.8, 1.25),
     }
     first = train_flow("vec2instance", [scene], str(out), **kwargs)
     assert [h["epoch"] for h in first["history"]] == [1, 2]
@@ -117,6 +118,7 @@ def test_training_flow_reads_s3_validates_saves_and_resumes(
     record = load_checkpoint(out)
     # Trained on tiles as they come, and so run, at the synthetic scene's 0.3 m.
     assert record["data"]["pixel_range_m"] == pytest.approx([0.3, 0.3], rel=0.01)
+    assert list(record["training"]["augmentation"]["scale"]) == [0.8, 1.25]
     assert record["calibration"]["fitted_on"] >= sum(saved["validation"]["overall"][k] for k in ("tp", "fp"))
     assert isinstance(load_segmenter(out), Deployed)
 

@@ -487,9 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument(
             "--pixel-size",
             type=_pixel_size,
-            default=None,
-            help="metres per pixel to resample every tile to, recorded for inference "
-            "(default 'native': tiles as they come, the range of their sizes recorded)",
+            default=0.3,
+            help="metres per pixel to resample every tile to, recorded for inference (default 0.3); "
+            "'native': tiles as they come, the range of their sizes recorded",
         )
         one.add_argument(
             "--scale",

@@ -57,7 +57,8 @@ def test_bfloat16_inference_scores_as_float32_does(
         assert segmenter.dtype == getattr(torch, precision)
         scores[precision] = evaluate(segmenter, scene_tiles).overall
     assert scores["float32"]["f1"] > 0.6, scores
-    assert abs(scores["bfloat16"]["f1"] - scores["float32"]["f1"]) <= 0.01, scores
+    # A cheaper precision is kept only if it loses at most 0.01 of F1 (it may find a building more).
+    assert scores["bfloat16"]["f1"] >= scores["float32"]["f1"] - 0.01, scores
 
 
 def test_an_unknown_precision_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,10 +21,10 @@ from footprints.tasks.tiles import TileRef, open_sources
 from footprints.tasks.training import split
 
 # The 48 Banepa chips (1,466 buildings, 0.132 m as georeferenced) and the same magnified 2x: the
-# default model scores 0.541 and 0.524 (benchmarks/resolution_f1.py); subsets of a quarter of the
-# chips moved that difference between 0.012 and 0.031.
+# default model scores 0.571 and 0.574 (benchmarks/resolution_f1.py); for an earlier default,
+# subsets of a quarter of the chips moved that difference between 0.012 and 0.031.
 SAME_F1_WITHIN = 0.03
-# Magnified chips run as they come are slow (1024 px) and far off (0.245): a quarter shows it.
+# Magnified chips run as they come are slow (1024 px) and far off (0.122): a quarter shows it.
 UNAWARE_EVERY = 4
 
 

@@ -116,8 +116,9 @@ def test_training_flow_reads_s3_validates_saves_and_resumes(
     assert set(saved["validation"]) == {"overall", "aois", "images", "reliability"}
     assert len(saved["validation"]["images"]) == 1  # one of the two tiles is held out
     record = load_checkpoint(out)
-    # Trained on tiles as they come, and so run, at the synthetic scene's 0.3 m.
-    assert record["data"]["pixel_range_m"] == pytest.approx([0.3, 0.3], rel=0.01)
+    # Trained at 0.3 m by default, and so run: imagery of any other size is resampled to it.
+    assert record["training"]["pixel_size_m"] == 0.3
+    assert "pixel_range_m" not in record["data"]
     assert list(record["training"]["augmentation"]["scale"]) == [0.8, 1.25]
     assert record["calibration"]["fitted_on"] >= sum(saved["validation"]["overall"][k] for k in ("tp", "fp"))
     assert isinstance(load_segmenter(out), Deployed)

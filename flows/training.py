@@ -107,7 +107,8 @@ def train_flow(
         The per-epoch history and the best checkpoint's validation scores.
 
     Raises:
-        InputError: An unknown dataset, Cityscapes without classes or with more than one root,
+        InputError: A scale range that is not 0 < MIN <= MAX, an unknown dataset, Cityscapes
+            without classes or with more than one root,
             or COCO panoptic without its data or for a method other than the pointer network.
     """
     torch.manual_seed(seed)
@@ -128,6 +129,8 @@ def train_flow(
         },
     )
     if scale is not None:
+        if not 0 < scale[0] <= scale[1]:
+            raise InputError(f"scale {scale[0]:g} to {scale[1]:g}", "needs 0 < MIN <= MAX")
         config = replace(config, augmentation=replace(config.augmentation, scale=scale))
     out_path = Path(out)
     if dataset == "cityscapes":

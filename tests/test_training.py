@@ -12,6 +12,7 @@ import torch
 
 from footprints.cli import main
 from footprints.flows.training import train_flow
+from footprints.geo.errors import InputError
 from footprints.geo.stores import LocalStore, S3Options, open_store
 from footprints.geo.synth import write_scene
 from footprints.models.checkpoint import load_checkpoint, save_checkpoint
@@ -150,3 +151,11 @@ def test_eval_skips_a_corrupt_tile_and_names_it(
     report = json.loads(capsys.readouterr().out)
     assert [i["image_id"] for i in report["images"]] == ["AOI_9_Synthetic_img1"]
     assert any(f"skipped a tile: {broken}" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("scale", [(2.0, 1.0), (0.0, 1.4), (-0.5, 2.0)])
+def test_training_refuses_an_impossible_scale_range_before_reading_anything(
+    scale: tuple[float, float], tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match="needs 0 < MIN <= MAX"):
+        train_flow.fn("vec2instance", [str(tmp_path / "absent")], str(tmp_path / "m.pt"), scale=scale)
